@@ -1,0 +1,304 @@
+"""Aggregates: every fact Interlock knows is one of their events, never an update.
+
+Each event carries its valid time (`effective_at`, `valid_from`, `valid_until`) as given by the
+command; its `timestamp` is the recorded time. Methods check invariants before they trigger an
+event, so a refused command leaves its aggregate untouched.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from eventsourcing.domain import Aggregate
+
+from domain.commands import CommandError
+
+
+def _key(kind: str, name: str) -> UUID:
+    """Aggregates are found by name: the id is a name-based UUID."""
+    return uuid5(NAMESPACE_URL, f"interlock:{kind}/{name}")
+
+
+def model_key(model: str) -> UUID:
+    return _key("model", model)
+
+
+def entitlement_key(entitlement: str) -> UUID:
+    return _key("entitlement", entitlement)
+
+
+def subject_key(subject: str) -> UUID:
+    return _key("subject", subject)
+
+
+def directive_key(directive: str) -> UUID:
+    return _key("directive", directive)
+
+
+def receipt_key(command_id: str) -> UUID:
+    return _key("command", command_id)
+
+
+class ModelVersion(Aggregate):
+    """A servable model version such as `fable-5` of family `fable`."""
+
+    class Registered(Aggregate.Created):
+        model: str
+        family: str
+
+    class Withdrawn(Aggregate.Event):
+        effective_at: datetime
+
+        def apply(self, aggregate: ModelVersion) -> None:
+            aggregate.withdrawn = True
+
+    class Reinstated(Aggregate.Event):
+        effective_at: datetime
+
+        def apply(self, aggregate: ModelVersion) -> None:
+            aggregate.withdrawn = False
+
+    def __init__(self, model: str, family: str) -> None:
+        self.model = model
+        self.family = family
+        self.withdrawn = False
+
+    @classmethod
+    def register(cls, model: str, family: str, recorded_at: datetime) -> ModelVersion:
+        return cls._create(
+            cls.Registered, id=model_key(model), timestamp=recorded_at, model=model, family=family
+        )
+
+    def withdraw(self, effective_at: datetime, recorded_at: datetime) -> None:
+        if self.withdrawn:
+            raise CommandError("model", f"{self.model} is already withdrawn")
+        self.trigger_event(self.Withdrawn, effective_at=effective_at, timestamp=recorded_at)
+
+    def reinstate(self, effective_at: datetime, recorded_at: datetime) -> None:
+        if not self.withdrawn:
+            raise CommandError("model", f"{self.model} is not withdrawn")
+        self.trigger_event(self.Reinstated, effective_at=effective_at, timestamp=recorded_at)
+
+
+class Entitlement(Aggregate):
+    """A grant of model access to one subject or to every employee of an org."""
+
+    class Granted(Aggregate.Created):
+        entitlement: str
+        grantee_kind: str
+        grantee: str
+        models: list[str]
+        valid_from: datetime
+        valid_until: datetime | None
+
+    class Revoked(Aggregate.Event):
+        effective_at: datetime
+
+        def apply(self, aggregate: Entitlement) -> None:
+            aggregate.revoked = True
+
+    def __init__(
+        self,
+        entitlement: str,
+        grantee_kind: str,
+        grantee: str,
+        models: list[str],
+        valid_from: datetime,
+        valid_until: datetime | None,
+    ) -> None:
+        self.entitlement = entitlement
+        self.grantee_kind = grantee_kind
+        self.grantee = grantee
+        self.models = models
+        self.valid_from = valid_from
+        self.valid_until = valid_until
+        self.revoked = False
+
+    @classmethod
+    def grant(
+        cls,
+        entitlement: str,
+        grantee_kind: str,
+        grantee: str,
+        models: list[str],
+        valid_from: datetime,
+        valid_until: datetime | None,
+        recorded_at: datetime,
+    ) -> Entitlement:
+        return cls._create(
+            cls.Granted,
+            id=entitlement_key(entitlement),
+            timestamp=recorded_at,
+            entitlement=entitlement,
+            grantee_kind=grantee_kind,
+            grantee=grantee,
+            models=models,
+            valid_from=valid_from,
+            valid_until=valid_until,
+        )
+
+    def revoke(self, effective_at: datetime, recorded_at: datetime) -> None:
+        if self.revoked:
+            raise CommandError("entitlement", f"{self.entitlement} is already revoked")
+        self.trigger_event(self.Revoked, effective_at=effective_at, timestamp=recorded_at)
+
+
+class Subject(Aggregate):
+    """A person whose access is decided; it holds the attestations about them."""
+
+    class Registered(Aggregate.Created):
+        subject: str
+
+    class NationalityAttested(Aggregate.Event):
+        citizenships: list[str]
+        residencies: list[str]
+        valid_from: datetime
+        valid_until: datetime | None
+        source: str
+        evidence: str | None
+
+        def apply(self, aggregate: Subject) -> None:
+            aggregate.attested.add("nationality")
+
+    class LocationAttested(Aggregate.Event):
+        country: str
+        valid_from: datetime
+        valid_until: datetime | None
+        source: str
+        evidence: str | None
+
+        def apply(self, aggregate: Subject) -> None:
+            aggregate.attested.add("location")
+
+    class EmployerAttested(Aggregate.Event):
+        org: str
+        valid_from: datetime
+        valid_until: datetime | None
+        source: str
+        evidence: str | None
+
+        def apply(self, aggregate: Subject) -> None:
+            aggregate.attested.add("employer")
+
+    class AttestationRevoked(Aggregate.Event):
+        kind: str
+        effective_at: datetime
+
+    def __init__(self, subject: str) -> None:
+        self.subject = subject
+        self.attested: set[str] = set()
+
+    @classmethod
+    def register(cls, subject: str, recorded_at: datetime) -> Subject:
+        return cls._create(
+            cls.Registered, id=subject_key(subject), timestamp=recorded_at, subject=subject
+        )
+
+    def attest_nationality(self, recorded_at: datetime, **facts: Any) -> None:
+        self.trigger_event(self.NationalityAttested, timestamp=recorded_at, **facts)
+
+    def attest_location(self, recorded_at: datetime, **facts: Any) -> None:
+        self.trigger_event(self.LocationAttested, timestamp=recorded_at, **facts)
+
+    def attest_employer(self, recorded_at: datetime, **facts: Any) -> None:
+        self.trigger_event(self.EmployerAttested, timestamp=recorded_at, **facts)
+
+    def revoke_attestation(self, kind: str, effective_at: datetime, recorded_at: datetime) -> None:
+        if kind not in self.attested:
+            raise CommandError("kind", f"subject {self.subject} has no {kind} attestation")
+        self.trigger_event(
+            self.AttestationRevoked, kind=kind, effective_at=effective_at, timestamp=recorded_at
+        )
+
+
+class Directive(Aggregate):
+    """A government order or internal policy that denies or reroutes access to models."""
+
+    class Issued(Aggregate.Created):
+        directive: str
+        authority: str
+        reference: str
+        received_at: datetime
+        effective_at: datetime
+        terms: dict[str, Any]
+
+    class Amended(Aggregate.Event):
+        effective_at: datetime
+        terms: dict[str, Any]
+
+    class Lifted(Aggregate.Event):
+        effective_at: datetime
+
+        def apply(self, aggregate: Directive) -> None:
+            aggregate.lifted = True
+
+    def __init__(
+        self,
+        directive: str,
+        authority: str,
+        reference: str,
+        received_at: datetime,
+        effective_at: datetime,
+        terms: dict[str, Any],
+    ) -> None:
+        self.directive = directive
+        self.lifted = False
+
+    @classmethod
+    def issue(
+        cls,
+        directive: str,
+        authority: str,
+        reference: str,
+        received_at: datetime,
+        effective_at: datetime,
+        terms: dict[str, Any],
+        recorded_at: datetime,
+    ) -> Directive:
+        return cls._create(
+            cls.Issued,
+            id=directive_key(directive),
+            timestamp=recorded_at,
+            directive=directive,
+            authority=authority,
+            reference=reference,
+            received_at=received_at,
+            effective_at=effective_at,
+            terms=terms,
+        )
+
+    def amend(self, effective_at: datetime, terms: dict[str, Any], recorded_at: datetime) -> None:
+        if self.lifted:
+            raise CommandError("directive", f"{self.directive} has been lifted; it cannot change")
+        self.trigger_event(
+            self.Amended, effective_at=effective_at, terms=terms, timestamp=recorded_at
+        )
+
+    def lift(self, effective_at: datetime, recorded_at: datetime) -> None:
+        if self.lifted:
+            raise CommandError("directive", f"{self.directive} is already lifted")
+        self.trigger_event(self.Lifted, effective_at=effective_at, timestamp=recorded_at)
+
+
+class CommandReceipt(Aggregate):
+    """Marks a `command_id` as applied, in the same transaction as the command's events."""
+
+    class Received(Aggregate.Created):
+        command_id: str
+        command_type: str
+
+    def __init__(self, command_id: str, command_type: str) -> None:
+        self.command_id = command_id
+        self.command_type = command_type
+
+    @classmethod
+    def receive(cls, command_id: str, command_type: str, recorded_at: datetime) -> CommandReceipt:
+        return cls._create(
+            cls.Received,
+            id=receipt_key(command_id),
+            timestamp=recorded_at,
+            command_id=command_id,
+            command_type=command_type,
+        )

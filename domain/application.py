@@ -1,0 +1,302 @@
+"""The application: the only way to change facts.
+
+Commands go in, events come out and are stored by the eventsourcing event store, whose
+notification id is Interlock's global position. Storage is chosen by the environment the
+application is given (see `interlock.config`); nothing here knows which.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import Aggregate
+
+from domain.aggregates import (
+    CommandReceipt,
+    Directive,
+    Entitlement,
+    ModelVersion,
+    Subject,
+    directive_key,
+    entitlement_key,
+    model_key,
+    receipt_key,
+    subject_key,
+)
+from domain.commands import (
+    AmendDirective,
+    AttestEmployer,
+    AttestLocation,
+    AttestNationality,
+    Command,
+    CommandError,
+    GrantEntitlement,
+    IssueDirective,
+    LiftDirective,
+    RegisterModel,
+    ReinstateModel,
+    RevokeAttestation,
+    RevokeEntitlement,
+    WithdrawModel,
+)
+
+Clock = Callable[[], datetime]
+
+
+def system_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Applied:
+    """How many commands a batch applied, and the store position after it."""
+
+    applied: int
+    position: int
+
+
+class Interlock(Application[UUID]):
+    """Applies commands to the aggregates and stores the resulting events."""
+
+    name = "interlock"
+
+    def __init__(self, env: dict[str, str] | None = None, clock: Clock = system_clock) -> None:
+        super().__init__(env)
+        self.clock = clock
+
+    @property
+    def position(self) -> int:
+        """The position of the last stored event, 0 for an empty store."""
+        return self.recorder.max_notification_id() or 0
+
+    def apply(self, command: Command) -> Applied:
+        """Applies one command in its own transaction."""
+        with self.batch() as batch:
+            batch.apply(command)
+        return batch.result
+
+    def apply_all(self, commands: Iterable[Command]) -> Applied:
+        """Applies commands in order; the first refused one raises and nothing of it is stored,
+        while every command before it is."""
+        with self.batch() as batch:
+            for command in commands:
+                batch.apply(command)
+        return batch.result
+
+    @contextmanager
+    def batch(self, flush_every: int = 1000) -> Iterator[CommandBatch]:
+        """A unit of work that stores many commands in few transactions, in command order."""
+        batch = CommandBatch(self, flush_every)
+        try:
+            yield batch
+        finally:
+            batch.flush()
+
+
+class CommandBatch:
+    """Applies commands against a shared working set of aggregates, then stores their events.
+
+    A command either triggers all of its events or, refused, none of them; the events of the
+    commands before it are kept either way.
+    """
+
+    def __init__(self, app: Interlock, flush_every: int) -> None:
+        self._app = app
+        self._flush_every = flush_every
+        self._working: dict[UUID, Aggregate | None] = {}
+        self._events: list[Any] = []
+        self._pending_commands = 0
+        self._applied = 0
+        self._position = app.position
+
+    @property
+    def result(self) -> Applied:
+        return Applied(self._applied, self._position)
+
+    def apply(self, command: Command) -> bool:
+        """Applies one command; False when its `command_id` was applied before."""
+        if command.command_id is not None and self._get(receipt_key(command.command_id)):
+            return False
+        now = self._app.clock()
+        changed = _HANDLERS[type(command)](self, command, now)
+        if command.command_id is not None:
+            receipt = CommandReceipt.receive(command.command_id, command.type, now)
+            self._working[receipt.id] = receipt
+            changed = [*changed, receipt]
+        for aggregate in changed:
+            self._events.extend(aggregate.collect_events())
+        self._applied += 1
+        self._pending_commands += 1
+        if self._pending_commands >= self._flush_every:
+            self.flush()
+        return True
+
+    def flush(self) -> None:
+        if self._events:
+            recordings = self._app.save(*self._events)
+            self._position = recordings[-1].notification.id
+            self._events = []
+        self._pending_commands = 0
+
+    def _get(self, key: UUID) -> Any:
+        if key not in self._working:
+            try:
+                self._working[key] = self._app.repository.get(key)
+            except AggregateNotFoundError:
+                self._working[key] = None
+        return self._working[key]
+
+    def _add(self, aggregate: Aggregate) -> Aggregate:
+        self._working[aggregate.id] = aggregate
+        return aggregate
+
+    def _existing(self, key: UUID, field: str, what: str) -> Any:
+        aggregate = self._get(key)
+        if aggregate is None:
+            raise CommandError(field, f"unknown {what}")
+        return aggregate
+
+    def _require_models(self, field: str, selectors: Iterable[str]) -> None:
+        for selector in selectors:
+            if selector != "*" and not selector.startswith("family:"):
+                self._existing(model_key(selector), field, f"model {selector!r} (not registered)")
+
+    def _register_model(self, c: RegisterModel, now: datetime) -> list[Aggregate]:
+        if self._get(model_key(c.model)) is not None:
+            raise CommandError("model", f"{c.model} is already registered")
+        return [self._add(ModelVersion.register(c.model, c.family, now))]
+
+    def _withdraw_model(self, c: WithdrawModel, now: datetime) -> list[Aggregate]:
+        model = self._existing(model_key(c.model), "model", f"model {c.model!r}")
+        model.withdraw(c.effective_at or now, now)
+        return [model]
+
+    def _reinstate_model(self, c: ReinstateModel, now: datetime) -> list[Aggregate]:
+        model = self._existing(model_key(c.model), "model", f"model {c.model!r}")
+        model.reinstate(c.effective_at or now, now)
+        return [model]
+
+    def _grant_entitlement(self, c: GrantEntitlement, now: datetime) -> list[Aggregate]:
+        if self._get(entitlement_key(c.entitlement)) is not None:
+            raise CommandError("entitlement", f"{c.entitlement} already exists")
+        self._require_models("models", c.models)
+        kind, grantee = ("subject", c.grantee.subject) if c.grantee.subject else (
+            "org", c.grantee.org
+        )
+        entitlement = Entitlement.grant(
+            c.entitlement, kind, grantee, list(c.models), c.valid_from or now, c.valid_until, now
+        )
+        return [self._add(entitlement)]
+
+    def _revoke_entitlement(self, c: RevokeEntitlement, now: datetime) -> list[Aggregate]:
+        entitlement = self._existing(
+            entitlement_key(c.entitlement), "entitlement", f"entitlement {c.entitlement!r}"
+        )
+        entitlement.revoke(c.effective_at or now, now)
+        return [entitlement]
+
+    def _subject(self, subject_id: str, now: datetime) -> Subject:
+        subject = self._get(subject_key(subject_id))
+        if subject is None:
+            subject = self._add(Subject.register(subject_id, now))
+        return subject
+
+    def _attest_nationality(self, c: AttestNationality, now: datetime) -> list[Aggregate]:
+        subject = self._subject(c.subject, now)
+        subject.attest_nationality(
+            now,
+            citizenships=sorted(set(c.citizenships)),
+            residencies=sorted(set(c.residencies)),
+            valid_from=c.valid_from or now,
+            valid_until=c.valid_until,
+            source=c.source,
+            evidence=c.evidence,
+        )
+        return [subject]
+
+    def _attest_location(self, c: AttestLocation, now: datetime) -> list[Aggregate]:
+        subject = self._subject(c.subject, now)
+        subject.attest_location(
+            now,
+            country=c.country,
+            valid_from=c.valid_from or now,
+            valid_until=c.valid_until,
+            source=c.source,
+            evidence=c.evidence,
+        )
+        return [subject]
+
+    def _attest_employer(self, c: AttestEmployer, now: datetime) -> list[Aggregate]:
+        subject = self._subject(c.subject, now)
+        subject.attest_employer(
+            now,
+            org=c.org,
+            valid_from=c.valid_from or now,
+            valid_until=c.valid_until,
+            source=c.source,
+            evidence=c.evidence,
+        )
+        return [subject]
+
+    def _revoke_attestation(self, c: RevokeAttestation, now: datetime) -> list[Aggregate]:
+        subject = self._existing(subject_key(c.subject), "subject", f"subject {c.subject!r}")
+        subject.revoke_attestation(c.kind, c.effective_at or now, now)
+        return [subject]
+
+    def _issue_directive(self, c: IssueDirective, now: datetime) -> list[Aggregate]:
+        if self._get(directive_key(c.directive)) is not None:
+            raise CommandError("directive", f"{c.directive} already exists")
+        self._require_models("models", c.models)
+        if c.route_to is not None:
+            self._require_models("route_to", [c.route_to])
+        received_at = c.received_at or now
+        terms = c.model_dump(
+            mode="json",
+            include={"models", "subjects", "effect", "route_to", "disclose", "exempt",
+                     "on_unknown", "expires_at"},
+        )
+        directive = Directive.issue(
+            c.directive, c.authority, c.reference, received_at, c.effective_at or received_at,
+            terms, now,
+        )
+        return [self._add(directive)]
+
+    def _amend_directive(self, c: AmendDirective, now: datetime) -> list[Aggregate]:
+        directive = self._existing(
+            directive_key(c.directive), "directive", f"directive {c.directive!r}"
+        )
+        if c.models is not None:
+            self._require_models("models", c.models)
+        if c.route_to is not None:
+            self._require_models("route_to", [c.route_to])
+        directive.amend(c.effective_at or now, c.amended_terms(), now)
+        return [directive]
+
+    def _lift_directive(self, c: LiftDirective, now: datetime) -> list[Aggregate]:
+        directive = self._existing(
+            directive_key(c.directive), "directive", f"directive {c.directive!r}"
+        )
+        directive.lift(c.effective_at or now, now)
+        return [directive]
+
+
+_HANDLERS: dict[type, Callable[[CommandBatch, Any, datetime], list[Aggregate]]] = {
+    RegisterModel: CommandBatch._register_model,
+    WithdrawModel: CommandBatch._withdraw_model,
+    ReinstateModel: CommandBatch._reinstate_model,
+    GrantEntitlement: CommandBatch._grant_entitlement,
+    RevokeEntitlement: CommandBatch._revoke_entitlement,
+    AttestNationality: CommandBatch._attest_nationality,
+    AttestLocation: CommandBatch._attest_location,
+    AttestEmployer: CommandBatch._attest_employer,
+    RevokeAttestation: CommandBatch._revoke_attestation,
+    IssueDirective: CommandBatch._issue_directive,
+    AmendDirective: CommandBatch._amend_directive,
+    LiftDirective: CommandBatch._lift_directive,
+}

@@ -1,0 +1,325 @@
+"""Commands: the only input the domain accepts, validated at the boundary.
+
+Every command is one JSON object whose `type` picks its model. Unknown fields, unknown types and
+timestamps without a UTC offset are errors, each naming the field it is about.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+
+from domain.predicates import Predicate, parse_predicate
+
+
+class CommandError(ValueError):
+    """A command that cannot be applied; `field` names what is wrong with it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}" if field else message)
+        self.field = field
+        self.message = message
+
+
+def _to_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+Timestamp = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+"""ISO-8601 with an offset, normalised to UTC; a timestamp without an offset is rejected."""
+
+Identifier = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+CountryCode = Annotated[
+    str, StringConstraints(strip_whitespace=True, to_upper=True, pattern=r"^[A-Z]{2}$")
+]
+Selector = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, pattern=r"^(\*|family:[^\s:]+|[^\s:*]+)$"),
+]
+"""An exact model id (`fable-5`), a family (`family:fable`), or `*`."""
+
+PredicateField = Annotated[
+    Predicate,
+    BeforeValidator(parse_predicate),
+    PlainSerializer(lambda p: p.to_data(), return_type=dict),
+]
+
+
+class _Command(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    command_id: Identifier | None = None
+
+
+class RegisterModel(_Command):
+    type: Literal["register_model"]
+    model: Identifier = Field(pattern=r"^[^\s:*]+$")
+    family: Identifier
+
+
+class WithdrawModel(_Command):
+    type: Literal["withdraw_model"]
+    model: Identifier
+    effective_at: Timestamp | None = None
+
+
+class ReinstateModel(_Command):
+    type: Literal["reinstate_model"]
+    model: Identifier
+    effective_at: Timestamp | None = None
+
+
+class Grantee(BaseModel):
+    """Exactly one of a subject or an organisation."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    subject: Identifier | None = None
+    org: Identifier | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Grantee:
+        if (self.subject is None) == (self.org is None):
+            raise ValueError('give exactly one of "subject" or "org"')
+        return self
+
+
+class GrantEntitlement(_Command):
+    type: Literal["grant_entitlement"]
+    entitlement: Identifier
+    grantee: Grantee
+    models: list[Selector] = Field(min_length=1)
+    valid_from: Timestamp | None = None
+    valid_until: Timestamp | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> GrantEntitlement:
+        _check_interval(self.valid_from, self.valid_until)
+        return self
+
+
+class RevokeEntitlement(_Command):
+    type: Literal["revoke_entitlement"]
+    entitlement: Identifier
+    effective_at: Timestamp | None = None
+
+
+class AttestNationality(_Command):
+    type: Literal["attest_nationality"]
+    subject: Identifier
+    citizenships: list[CountryCode] = Field(default_factory=list)
+    residencies: list[CountryCode] = Field(default_factory=list)
+    valid_from: Timestamp | None = None
+    valid_until: Timestamp | None = None
+    source: Identifier
+    evidence: str | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AttestNationality:
+        _check_interval(self.valid_from, self.valid_until)
+        return self
+
+
+class AttestLocation(_Command):
+    type: Literal["attest_location"]
+    subject: Identifier
+    country: CountryCode
+    valid_from: Timestamp | None = None
+    valid_until: Timestamp | None = None
+    source: Identifier
+    evidence: str | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AttestLocation:
+        _check_interval(self.valid_from, self.valid_until)
+        return self
+
+
+class AttestEmployer(_Command):
+    type: Literal["attest_employer"]
+    subject: Identifier
+    org: Identifier
+    valid_from: Timestamp | None = None
+    valid_until: Timestamp | None = None
+    source: Identifier
+    evidence: str | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AttestEmployer:
+        _check_interval(self.valid_from, self.valid_until)
+        return self
+
+
+AttestationKind = Literal["nationality", "location", "employer"]
+
+
+class RevokeAttestation(_Command):
+    type: Literal["revoke_attestation"]
+    subject: Identifier
+    kind: AttestationKind
+    effective_at: Timestamp | None = None
+
+
+class Exemptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    subjects: list[Identifier] = Field(default_factory=list)
+    orgs: list[Identifier] = Field(default_factory=list)
+
+
+OnUnknown = Literal["apply", "ignore", "skip"]
+"""`apply` fails closed; `ignore` (alias `skip`) lets an unknown predicate pass."""
+
+
+class IssueDirective(_Command):
+    type: Literal["issue_directive"]
+    directive: Identifier
+    authority: str = ""
+    reference: str = ""
+    received_at: Timestamp | None = None
+    effective_at: Timestamp | None = None
+    expires_at: Timestamp | None = None
+    models: list[Selector] = Field(min_length=1)
+    subjects: PredicateField
+    effect: Literal["deny", "route"] = "deny"
+    route_to: Identifier | None = None
+    disclose: bool = False
+    exempt: Exemptions = Field(default_factory=Exemptions)
+    on_unknown: OnUnknown = "apply"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> IssueDirective:
+        _check_route(self.effect, self.route_to)
+        _check_interval(self.effective_at or self.received_at, self.expires_at, "expires_at")
+        return self
+
+
+class AmendDirective(_Command):
+    """Replaces the terms it carries from `effective_at` on; omitted terms stay as they were."""
+
+    type: Literal["amend_directive"]
+    directive: Identifier
+    effective_at: Timestamp | None = None
+    expires_at: Timestamp | None = None
+    models: list[Selector] | None = Field(default=None, min_length=1)
+    subjects: PredicateField | None = None
+    effect: Literal["deny", "route"] | None = None
+    route_to: Identifier | None = None
+    disclose: bool | None = None
+    exempt: Exemptions | None = None
+    on_unknown: OnUnknown | None = None
+
+    @model_validator(mode="after")
+    def _changes_something(self) -> AmendDirective:
+        if not self.amended_terms():
+            raise ValueError("an amendment must carry at least one term to change")
+        return self
+
+    def amended_terms(self) -> dict[str, Any]:
+        """The terms this amendment sets, in the directive's stored form."""
+        carried = self.model_fields_set - {"type", "directive", "effective_at", "command_id"}
+        return self.model_dump(mode="json", include=carried)
+
+
+class LiftDirective(_Command):
+    type: Literal["lift_directive"]
+    directive: Identifier
+    effective_at: Timestamp | None = None
+
+
+Command = Annotated[
+    RegisterModel
+    | WithdrawModel
+    | ReinstateModel
+    | GrantEntitlement
+    | RevokeEntitlement
+    | AttestNationality
+    | AttestLocation
+    | AttestEmployer
+    | RevokeAttestation
+    | IssueDirective
+    | AmendDirective
+    | LiftDirective,
+    Field(discriminator="type"),
+]
+
+_COMMAND = TypeAdapter(Command)
+COMMAND_TYPES: tuple[str, ...] = (
+    "register_model", "withdraw_model", "reinstate_model", "grant_entitlement",
+    "revoke_entitlement", "attest_nationality", "attest_location", "attest_employer",
+    "revoke_attestation", "issue_directive", "amend_directive", "lift_directive",
+)
+
+
+def parse_command(data: Any) -> Command:
+    """Validates one command document; raises CommandError naming the first bad field."""
+    if isinstance(data, BaseModel):
+        return data  # type: ignore[return-value]
+    if not isinstance(data, dict):
+        raise CommandError("", "a command is a JSON object")
+    if "type" not in data:
+        raise CommandError("type", "missing; expected one of " + ", ".join(COMMAND_TYPES))
+    if data["type"] not in COMMAND_TYPES:
+        raise CommandError(
+            "type", f"unknown command type {data['type']!r}; expected one of "
+            + ", ".join(COMMAND_TYPES)
+        )
+    try:
+        return _COMMAND.validate_python(data)
+    except ValidationError as error:
+        raise command_error_from(error) from None
+
+
+def parse_command_json(text: str | bytes) -> Command:
+    """Parses one JSON line into a command."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise CommandError("", f"not valid JSON: {error.msg} at column {error.colno}") from None
+    return parse_command(data)
+
+
+def command_error_from(error: ValidationError) -> CommandError:
+    """The first validation error as a CommandError whose field is its dotted path."""
+    first = error.errors()[0]
+    location = [str(part) for part in first["loc"]]
+    if location and location[0] in COMMAND_TYPES:
+        location = location[1:]
+    field = ".".join(location)
+    message = first["msg"]
+    if first["type"] == "extra_forbidden":
+        message = "unknown field"
+    elif first["type"] == "timezone_aware":
+        message = "timestamp needs a UTC offset (e.g. +00:00 or Z)"
+    if message.startswith("Value error, "):
+        message = message.removeprefix("Value error, ")
+    return CommandError(field, message)
+
+
+def _check_interval(
+    start: datetime | None, end: datetime | None, field: str = "valid_until"
+) -> None:
+    if start is not None and end is not None and end <= start:
+        raise ValueError(f"{field} must be after the start of the interval")
+
+
+def _check_route(effect: str, route_to: str | None) -> None:
+    if effect == "route" and route_to is None:
+        raise ValueError('a "route" directive needs route_to')
+    if effect == "deny" and route_to is not None:
+        raise ValueError('route_to is only for "route" directives')

@@ -1,0 +1,229 @@
+"""The decision rule of DESIGN.md, as a pure function over the fact base.
+
+`decide(facts, subject, model, at, as_of, context)` uses only facts stored at positions up to
+`as_of` and valid at `at`, and returns a decision that carries its reasons.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+
+from domain.facts import ATTRIBUTE_KIND, EMPLOYER, FactBase, SubjectFacts
+
+MAX_ROUTE_HOPS = 3
+
+
+class Reason(NamedTuple):
+    code: str
+    ref: str | None = None
+
+    def sort_key(self) -> tuple[str, bool, str]:
+        return (self.code, self.ref is not None, self.ref or "")
+
+    def to_json(self) -> dict[str, str | None]:
+        return {"code": self.code, "ref": self.ref}
+
+
+def sorted_reasons(reasons: Any) -> tuple[Reason, ...]:
+    """Deduplicated, sorted by (code, ref) with null first, so equal decisions are equal JSON."""
+    return tuple(sorted(set(reasons), key=Reason.sort_key))
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What the request says about itself: where the subject is, and why it asks."""
+
+    location: str | None = None
+    purpose: str | None = None
+
+
+NO_CONTEXT = Context()
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """A decision without its subject, model and time: what the cache keeps."""
+
+    effect: str
+    reasons: tuple[Reason, ...]
+    route_to: str | None = None
+    disclosed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    subject: str
+    model: str
+    effect: str
+    route_to: str | None
+    disclosed: bool
+    reasons: tuple[Reason, ...]
+    at: datetime
+    as_of: int
+
+    @classmethod
+    def of(cls, subject: str, model: str, verdict: Verdict, at: datetime, as_of: int) -> Decision:
+        return cls(
+            subject, model, verdict.effect, verdict.route_to, verdict.disclosed, verdict.reasons,
+            at, as_of,
+        )
+
+    @property
+    def verdict(self) -> Verdict:
+        return Verdict(self.effect, self.reasons, self.route_to, self.disclosed)
+
+    def to_json(self) -> dict[str, Any]:
+        """The normative decision JSON."""
+        return {
+            "subject": self.subject,
+            "model": self.model,
+            "effect": self.effect,
+            "route_to": self.route_to,
+            "disclosed": self.disclosed,
+            "reasons": [reason.to_json() for reason in self.reasons],
+            "at": self.at.astimezone(UTC).isoformat(),
+            "as_of": self.as_of,
+        }
+
+
+class _Attributes:
+    """The subject's attribute values at one valid time and position, looked up on demand."""
+
+    __slots__ = ("_as_of", "_at", "_context", "_subject", "_values", "facts")
+
+    def __init__(
+        self, subject: str, facts: SubjectFacts | None, at: datetime, as_of: int, context: Context
+    ) -> None:
+        self._subject = subject
+        self.facts = facts
+        self._at = at
+        self._as_of = as_of
+        self._context = context
+        self._values: dict[str, frozenset[str] | None] = {}
+
+    def __call__(self, attribute: str) -> frozenset[str] | None:
+        try:
+            return self._values[attribute]
+        except KeyError:
+            value = self._values[attribute] = self._lookup(attribute)
+            return value
+
+    def _lookup(self, attribute: str) -> frozenset[str] | None:
+        if attribute == "subject":
+            return frozenset((self._subject,))
+        if attribute == "purpose":
+            purpose = self._context.purpose
+            return None if purpose is None else frozenset((purpose,))
+        if attribute == "location" and self._context.location is not None:
+            return frozenset((self._context.location.upper(),))
+        if self.facts is None:
+            return None
+        attestation = self.facts.attestation(ATTRIBUTE_KIND[attribute], self._at, self._as_of)
+        return None if attestation is None else attestation.values[attribute]
+
+
+def decide(
+    facts: FactBase,
+    subject: str,
+    model: str,
+    at: datetime,
+    as_of: int | None = None,
+    context: Context = NO_CONTEXT,
+) -> Decision:
+    """May `subject` use `model` at valid time `at`, as known at position `as_of`?"""
+    position = facts.position if as_of is None or as_of > facts.position else as_of
+    return Decision.of(subject, model, judge(facts, subject, model, at, position, context), at,
+                       position)
+
+
+def judge(
+    facts: FactBase, subject: str, model: str, at: datetime, as_of: int, context: Context
+) -> Verdict:
+    """The rule, following route directives from model to model."""
+    attributes = _Attributes(subject, facts.subjects.get(subject), at, as_of, context)
+    visited = [model]
+    followed: list[tuple[str, bool, frozenset[str]]] = []
+    current = model
+    while True:
+        verdict, route = _judge_one(facts, subject, current, at, as_of, attributes)
+        if route is None:
+            break
+        directive, disclose, target, unknowns = route
+        if target in visited or len(followed) == MAX_ROUTE_HOPS:
+            return Verdict("deny", (Reason("route_cycle"),))
+        followed.append((directive, disclose, unknowns))
+        visited.append(target)
+        current = target
+    if not followed:
+        return verdict
+    if verdict.effect == "deny":
+        return Verdict(
+            "deny", sorted_reasons((*verdict.reasons, Reason("route_target_denied", current)))
+        )
+    reasons = [Reason("route", directive) for directive, _, _ in followed]
+    reasons += [Reason("unknown_attribute", a) for _, _, unknowns in followed for a in unknowns]
+    return Verdict("route", sorted_reasons(reasons), route_to=current, disclosed=followed[0][1])
+
+
+_Route = tuple[str, bool, str, frozenset[str]]
+"""(directive, disclose, route_to, unknown attributes it applied on)."""
+
+
+def _judge_one(
+    facts: FactBase,
+    subject: str,
+    model: str,
+    at: datetime,
+    as_of: int,
+    attributes: _Attributes,
+) -> tuple[Verdict, _Route | None]:
+    """Steps 1-5 of the rule for one model; a route is returned rather than followed."""
+    model_facts = facts.models.get(model)
+    if model_facts is None or model_facts.position > as_of:
+        return Verdict("deny", (Reason("unknown_model"),)), None
+    if model_facts.changes and model_facts.withdrawn(at, as_of):
+        return Verdict("deny", (Reason("model_withdrawn"),)), None
+    family = model_facts.family
+
+    entitled = []
+    subject_facts = attributes.facts
+    if subject_facts is not None:
+        for entitlement in subject_facts.entitlements:
+            if entitlement.active(at, as_of) and entitlement.covers(model, family):
+                entitled.append(entitlement.entitlement)
+    employer = attributes(EMPLOYER)
+    if employer:
+        for org in employer:
+            for entitlement in facts.org_entitlements.get(org, ()):
+                if entitlement.active(at, as_of) and entitlement.covers(model, family):
+                    entitled.append(entitlement.entitlement)
+    if not entitled:
+        return Verdict("deny", (Reason("no_entitlement"),)), None
+
+    denials: list[Reason] = []
+    route: _Route | None = None
+    route_order: tuple[datetime, str] | None = None
+    for directive in facts.directives.values():
+        terms = directive.active_terms(at, as_of)
+        if terms is None or not terms.covers(model, family):
+            continue
+        if subject in terms.exempt_subjects or (employer and not employer.isdisjoint(
+            terms.exempt_orgs
+        )):
+            continue
+        truth, unknowns = terms.predicate.evaluate(attributes)
+        if truth is False or (truth is None and terms.on_unknown != "apply"):
+            continue
+        if terms.effect == "deny":
+            denials.append(Reason("directive", directive.directive))
+            denials.extend(Reason("unknown_attribute", a) for a in unknowns)
+        elif route_order is None or (directive.effective_at, directive.directive) < route_order:
+            route_order = (directive.effective_at, directive.directive)
+            route = (directive.directive, terms.disclose, terms.route_to or "", unknowns)
+    if denials:
+        return Verdict("deny", sorted_reasons(denials)), None
+    if route is not None:
+        return Verdict("route", ()), route
+    return Verdict("allow", sorted_reasons(Reason("entitled", e) for e in entitled)), None

@@ -1,0 +1,381 @@
+"""The bitemporal fact base: every stored fact with its valid time and its position.
+
+It answers "what held at valid time t, as known at position p" by lookup, without replaying
+events: each subject keeps its attestation histories, each entitlement and directive its own
+changes. It is fed events in position order and does no I/O.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right, insort
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from domain.aggregates import CommandReceipt, Directive, Entitlement, ModelVersion, Subject
+from domain.predicates import Predicate, parse_predicate
+
+Concerns = tuple[str, ...] | None
+"""The subjects whose decisions an event may change; None when it may change anyone's."""
+
+NATIONALITY, LOCATION, EMPLOYER = "nationality", "location", "employer"
+ATTRIBUTE_KIND = {
+    "citizenship": NATIONALITY,
+    "residency": NATIONALITY,
+    "location": LOCATION,
+    "employer": EMPLOYER,
+}
+
+
+def selector_matches(selector: str, model: str, family: str) -> bool:
+    """An exact model id, `family:NAME`, or `*`."""
+    if selector == "*":
+        return True
+    if selector.startswith("family:"):
+        return selector[7:] == family
+    return selector == model
+
+
+def _parse_time(value: str | datetime | None) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(value)
+
+
+@dataclass(slots=True)
+class ModelFacts:
+    model: str
+    family: str
+    position: int
+    changes: list[tuple[datetime, int, bool]] = field(default_factory=list)
+    """(effective_at, position, withdrawn) in position order."""
+
+    def withdrawn(self, at: datetime, as_of: int) -> bool:
+        latest: tuple[datetime, int, bool] | None = None
+        for change in self.changes:
+            if change[1] <= as_of and change[0] <= at and (latest is None or change >= latest):
+                latest = change
+        return latest is not None and latest[2]
+
+
+@dataclass(slots=True)
+class EntitlementFacts:
+    entitlement: str
+    grantee_kind: str
+    grantee: str
+    selectors: tuple[str, ...]
+    valid_from: datetime
+    valid_until: datetime | None
+    position: int
+    recorded_at: datetime
+    revocations: list[tuple[datetime, int]] = field(default_factory=list)
+
+    def active(self, at: datetime, as_of: int) -> bool:
+        if self.position > as_of or at < self.valid_from:
+            return False
+        if self.valid_until is not None and at >= self.valid_until:
+            return False
+        return not any(pos <= as_of and eff <= at for eff, pos in self.revocations)
+
+    def covers(self, model: str, family: str) -> bool:
+        return any(selector_matches(s, model, family) for s in self.selectors)
+
+
+@dataclass(slots=True)
+class Attestation:
+    kind: str
+    values: dict[str, frozenset[str]]
+    """The attributes it gives: citizenship and residency, location, or employer."""
+    valid_from: datetime
+    valid_until: datetime | None
+    position: int
+    recorded_at: datetime
+    source: str
+    evidence: str | None
+
+    @property
+    def order(self) -> tuple[datetime, int]:
+        return (self.valid_from, self.position)
+
+
+@dataclass(slots=True)
+class SubjectFacts:
+    subject: str
+    position: int
+    attestations: dict[str, list[Attestation]] = field(default_factory=dict)
+    """Per kind, sorted by (valid_from, position): the later one supersedes from its start."""
+    revocations: dict[str, list[tuple[datetime, int]]] = field(default_factory=dict)
+    entitlements: list[EntitlementFacts] = field(default_factory=list)
+    times: list[datetime] = field(default_factory=list)
+    """Every valid time at which one of this subject's facts starts or stops holding."""
+
+    def attestation(self, kind: str, at: datetime, as_of: int) -> Attestation | None:
+        """The attestation in force, or None when the attribute is unknown at `at`.
+
+        An expired or revoked winner leaves the attribute unknown; it does not revive the
+        attestation it superseded.
+        """
+        history = self.attestations.get(kind)
+        if not history:
+            return None
+        for candidate in reversed(history):
+            if candidate.valid_from <= at and candidate.position <= as_of:
+                break
+        else:
+            return None
+        if candidate.valid_until is not None and at >= candidate.valid_until:
+            return None
+        for effective_at, position in self.revocations.get(kind, ()):
+            if candidate.position < position <= as_of and effective_at <= at:
+                return None
+        return candidate
+
+
+@dataclass(frozen=True, slots=True)
+class DirectiveTerms:
+    selectors: tuple[str, ...]
+    predicate: Predicate
+    effect: str
+    route_to: str | None
+    disclose: bool
+    exempt_subjects: frozenset[str]
+    exempt_orgs: frozenset[str]
+    on_unknown: str
+    expires_at: datetime | None
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> DirectiveTerms:
+        exempt = data.get("exempt") or {}
+        return cls(
+            selectors=tuple(data["models"]),
+            predicate=parse_predicate(data["subjects"]),
+            effect=data.get("effect", "deny"),
+            route_to=data.get("route_to"),
+            disclose=bool(data.get("disclose", False)),
+            exempt_subjects=frozenset(exempt.get("subjects", ())),
+            exempt_orgs=frozenset(exempt.get("orgs", ())),
+            on_unknown=data.get("on_unknown", "apply"),
+            expires_at=_parse_time(data.get("expires_at")),
+        )
+
+    def covers(self, model: str, family: str) -> bool:
+        return any(selector_matches(s, model, family) for s in self.selectors)
+
+
+@dataclass(slots=True)
+class DirectiveFacts:
+    directive: str
+    authority: str
+    reference: str
+    received_at: datetime
+    effective_at: datetime
+    position: int
+    recorded_at: datetime
+    base: dict[str, Any]
+    amendments: list[tuple[datetime, int, dict[str, Any]]] = field(default_factory=list)
+    lift: tuple[datetime, int] | None = None
+    _compiled: dict[tuple[int, ...], DirectiveTerms] = field(default_factory=dict)
+
+    def terms(self, at: datetime, as_of: int) -> DirectiveTerms:
+        """The terms in force at `at`: each amendment replaces what it carries from its start."""
+        applied = sorted(
+            (a for a in self.amendments if a[1] <= as_of and a[0] <= at), key=lambda a: a[:2]
+        )
+        key = tuple(a[1] for a in applied)
+        terms = self._compiled.get(key)
+        if terms is None:
+            data = dict(self.base)
+            for _, _, changes in applied:
+                data.update(changes)
+            terms = self._compiled[key] = DirectiveTerms.from_data(data)
+        return terms
+
+    def active_terms(self, at: datetime, as_of: int) -> DirectiveTerms | None:
+        """The terms when the directive is in force at `at` as known at `as_of`, else None."""
+        if self.position > as_of or at < self.effective_at:
+            return None
+        if self.lift is not None and self.lift[1] <= as_of and self.lift[0] <= at:
+            return None
+        terms = self.terms(at, as_of)
+        if terms.expires_at is not None and at >= terms.expires_at:
+            return None
+        return terms
+
+
+class FactBase:
+    """All facts, indexed for lookups by subject, org and model."""
+
+    def __init__(self) -> None:
+        self.position = 0
+        self.models: dict[str, ModelFacts] = {}
+        self.subjects: dict[str, SubjectFacts] = {}
+        self.entitlements: dict[str, EntitlementFacts] = {}
+        self.org_entitlements: dict[str, list[EntitlementFacts]] = {}
+        self.directives: dict[str, DirectiveFacts] = {}
+        self._names: dict[UUID, str] = {}
+        """Aggregate id to the name it was created with (model, entitlement, subject...)."""
+        self.global_times: list[datetime] = []
+        """Valid times at which a fact concerning many subjects starts or stops holding."""
+        self._recorded: list[datetime] = []
+        self._positions: list[int] = []
+
+    def apply(self, event: Any, position: int) -> Concerns:
+        """Adds one stored event and says whose decisions it may change."""
+        if position <= self.position:
+            raise ValueError(f"event at position {position} is not after {self.position}")
+        self.position = position
+        self._note_recorded(event.timestamp, position)
+        return _APPLY[type(event)](self, event, position)
+
+    def position_known_at(self, known_at: datetime) -> int:
+        """The last position all of whose events had been recorded by `known_at`."""
+        index = bisect_right(self._recorded, known_at)
+        return self._positions[index - 1] if index else 0
+
+    def recorded_at(self, position: int) -> datetime | None:
+        index = bisect_right(self._positions, position)
+        return self._recorded[index - 1] if index else None
+
+    def subject_facts(self, subject: str) -> SubjectFacts | None:
+        return self.subjects.get(subject)
+
+    def validity(self, subject: str, at: datetime) -> tuple[datetime | None, datetime | None]:
+        """The widest [start, end) around `at` in which no fact about `subject` changes."""
+        start, end = _around(self.global_times, at)
+        facts = self.subjects.get(subject)
+        if facts is not None:
+            s_start, s_end = _around(facts.times, at)
+            if s_start is not None and (start is None or s_start > start):
+                start = s_start
+            if s_end is not None and (end is None or s_end < end):
+                end = s_end
+        return start, end
+
+    def _note_recorded(self, recorded_at: datetime, position: int) -> None:
+        if self._recorded and recorded_at < self._recorded[-1]:
+            recorded_at = self._recorded[-1]
+        self._recorded.append(recorded_at)
+        self._positions.append(position)
+
+    def _subject(self, subject: str, position: int) -> SubjectFacts:
+        facts = self.subjects.get(subject)
+        if facts is None:
+            facts = self.subjects[subject] = SubjectFacts(subject, position)
+        return facts
+
+    def _model_registered(self, e: ModelVersion.Registered, position: int) -> Concerns:
+        self._names[e.originator_id] = e.model
+        self.models[e.model] = ModelFacts(e.model, e.family, position)
+        return None
+
+    def _model_changed(self, e: Any, position: int) -> Concerns:
+        model = self.models[self._names[e.originator_id]]
+        model.changes.append((e.effective_at, position, isinstance(e, ModelVersion.Withdrawn)))
+        insort(self.global_times, e.effective_at)
+        return None
+
+    def _entitlement_granted(self, e: Entitlement.Granted, position: int) -> Concerns:
+        facts = EntitlementFacts(
+            e.entitlement, e.grantee_kind, e.grantee, tuple(e.models), e.valid_from,
+            e.valid_until, position, e.timestamp,
+        )
+        self._names[e.originator_id] = e.entitlement
+        self.entitlements[e.entitlement] = facts
+        if e.grantee_kind == "org":
+            self.org_entitlements.setdefault(e.grantee, []).append(facts)
+            self._note_times(self.global_times, e.valid_from, e.valid_until)
+            return None
+        subject = self._subject(e.grantee, position)
+        subject.entitlements.append(facts)
+        self._note_times(subject.times, e.valid_from, e.valid_until)
+        return (e.grantee,)
+
+    def _entitlement_revoked(self, e: Entitlement.Revoked, position: int) -> Concerns:
+        facts = self.entitlements[self._names[e.originator_id]]
+        facts.revocations.append((e.effective_at, position))
+        if facts.grantee_kind == "org":
+            insort(self.global_times, e.effective_at)
+            return None
+        insort(self.subjects[facts.grantee].times, e.effective_at)
+        return (facts.grantee,)
+
+    def _subject_registered(self, e: Subject.Registered, position: int) -> Concerns:
+        self._names[e.originator_id] = e.subject
+        self._subject(e.subject, position)
+        return (e.subject,)
+
+    def _attested(self, e: Any, position: int) -> Concerns:
+        subject = self.subjects[self._names[e.originator_id]]
+        if isinstance(e, Subject.NationalityAttested):
+            kind = NATIONALITY
+            values = {
+                "citizenship": frozenset(e.citizenships),
+                "residency": frozenset(e.residencies),
+            }
+        elif isinstance(e, Subject.LocationAttested):
+            kind, values = LOCATION, {"location": frozenset((e.country,))}
+        else:
+            kind, values = EMPLOYER, {"employer": frozenset((e.org,))}
+        attestation = Attestation(
+            kind, values, e.valid_from, e.valid_until, position, e.timestamp, e.source, e.evidence
+        )
+        insort(subject.attestations.setdefault(kind, []), attestation, key=lambda a: a.order)
+        self._note_times(subject.times, e.valid_from, e.valid_until)
+        return (subject.subject,)
+
+    def _attestation_revoked(self, e: Subject.AttestationRevoked, position: int) -> Concerns:
+        subject = self.subjects[self._names[e.originator_id]]
+        subject.revocations.setdefault(e.kind, []).append((e.effective_at, position))
+        insort(subject.times, e.effective_at)
+        return (subject.subject,)
+
+    def _directive_issued(self, e: Directive.Issued, position: int) -> Concerns:
+        self._names[e.originator_id] = e.directive
+        self.directives[e.directive] = DirectiveFacts(
+            e.directive, e.authority, e.reference, e.received_at, e.effective_at, position,
+            e.timestamp, dict(e.terms),
+        )
+        self._note_times(self.global_times, e.effective_at, _parse_time(e.terms.get("expires_at")))
+        return None
+
+    def _directive_amended(self, e: Directive.Amended, position: int) -> Concerns:
+        facts = self.directives[self._names[e.originator_id]]
+        facts.amendments.append((e.effective_at, position, dict(e.terms)))
+        self._note_times(self.global_times, e.effective_at, _parse_time(e.terms.get("expires_at")))
+        return None
+
+    def _directive_lifted(self, e: Directive.Lifted, position: int) -> Concerns:
+        facts = self.directives[self._names[e.originator_id]]
+        facts.lift = (e.effective_at, position)
+        insort(self.global_times, e.effective_at)
+        return None
+
+    @staticmethod
+    def _note_times(times: list[datetime], *moments: datetime | None) -> None:
+        for moment in moments:
+            if moment is not None:
+                insort(times, moment)
+
+
+def _around(times: list[datetime], at: datetime) -> tuple[datetime | None, datetime | None]:
+    index = bisect_right(times, at)
+    return (times[index - 1] if index else None, times[index] if index < len(times) else None)
+
+
+_APPLY: dict[type, Any] = {
+    ModelVersion.Registered: FactBase._model_registered,
+    ModelVersion.Withdrawn: FactBase._model_changed,
+    ModelVersion.Reinstated: FactBase._model_changed,
+    Entitlement.Granted: FactBase._entitlement_granted,
+    Entitlement.Revoked: FactBase._entitlement_revoked,
+    Subject.Registered: FactBase._subject_registered,
+    Subject.NationalityAttested: FactBase._attested,
+    Subject.LocationAttested: FactBase._attested,
+    Subject.EmployerAttested: FactBase._attested,
+    Subject.AttestationRevoked: FactBase._attestation_revoked,
+    Directive.Issued: FactBase._directive_issued,
+    Directive.Amended: FactBase._directive_amended,
+    Directive.Lifted: FactBase._directive_lifted,
+    CommandReceipt.Received: lambda facts, event, position: (),
+}

@@ -1,0 +1,184 @@
+"""Subject predicates: data, never code, evaluated in Kleene three-valued logic.
+
+A predicate answers True, False or None (unknown). Alongside the truth value it carries the
+attributes whose unknown values made the answer unknown, so that a directive applied "because
+we don't know" can say which facts were missing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+ATTRIBUTES = ("citizenship", "residency", "location", "employer", "subject", "purpose")
+
+Truth = bool | None
+"""Kleene truth value: True, False, or None for unknown."""
+
+Outcome = tuple[Truth, frozenset[str]]
+"""A truth value and the attributes that were unknown where it is unknown (empty otherwise)."""
+
+AttributeLookup = Callable[[str], frozenset[str] | None]
+"""Gives an attribute's set of values for the subject being judged, None when unknown."""
+
+_NO_UNKNOWNS: frozenset[str] = frozenset()
+_TRUE: Outcome = (True, _NO_UNKNOWNS)
+_FALSE: Outcome = (False, _NO_UNKNOWNS)
+
+
+class PredicateError(ValueError):
+    """A predicate document that is not in the language; `path` names the offending node."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}" if path else message)
+        self.path = path
+
+
+@dataclass(frozen=True, slots=True)
+class AllOf:
+    parts: tuple[Predicate, ...]
+
+    def evaluate(self, lookup: AttributeLookup) -> Outcome:
+        unknowns: set[str] = set()
+        undecided = False
+        for part in self.parts:
+            truth, missing = part.evaluate(lookup)
+            if truth is False:
+                return _FALSE
+            if truth is None:
+                undecided = True
+                unknowns |= missing
+        return (None, frozenset(unknowns)) if undecided else _TRUE
+
+    def to_data(self) -> dict[str, Any]:
+        return {"all": [part.to_data() for part in self.parts]}
+
+
+@dataclass(frozen=True, slots=True)
+class AnyOf:
+    parts: tuple[Predicate, ...]
+
+    def evaluate(self, lookup: AttributeLookup) -> Outcome:
+        unknowns: set[str] = set()
+        undecided = False
+        for part in self.parts:
+            truth, missing = part.evaluate(lookup)
+            if truth is True:
+                return _TRUE
+            if truth is None:
+                undecided = True
+                unknowns |= missing
+        return (None, frozenset(unknowns)) if undecided else _FALSE
+
+    def to_data(self) -> dict[str, Any]:
+        return {"any": [part.to_data() for part in self.parts]}
+
+
+@dataclass(frozen=True, slots=True)
+class Not:
+    part: Predicate
+
+    def evaluate(self, lookup: AttributeLookup) -> Outcome:
+        truth, missing = self.part.evaluate(lookup)
+        if truth is None:
+            return (None, missing)
+        return _FALSE if truth else _TRUE
+
+    def to_data(self) -> dict[str, Any]:
+        return {"not": self.part.to_data()}
+
+
+@dataclass(frozen=True, slots=True)
+class Everyone:
+    def evaluate(self, lookup: AttributeLookup) -> Outcome:
+        return _TRUE
+
+    def to_data(self) -> dict[str, Any]:
+        return {"everyone": True}
+
+
+@dataclass(frozen=True, slots=True)
+class Membership:
+    """`{ATTR: {"any_of": [...]}}` or `{ATTR: {"none_of": [...]}}`."""
+
+    attribute: str
+    test: Literal["any_of", "none_of"]
+    values: frozenset[str]
+
+    def evaluate(self, lookup: AttributeLookup) -> Outcome:
+        actual = lookup(self.attribute)
+        if actual is None:
+            return (None, frozenset((self.attribute,)))
+        meets = not actual.isdisjoint(self.values)
+        return _TRUE if meets == (self.test == "any_of") else _FALSE
+
+    def to_data(self) -> dict[str, Any]:
+        return {self.attribute: {self.test: sorted(self.values)}}
+
+
+@dataclass(frozen=True, slots=True)
+class UsPerson:
+    """Derived: a US citizen or US permanent resident."""
+
+    expected: bool
+
+    def evaluate(self, lookup: AttributeLookup) -> Outcome:
+        citizenships = lookup("citizenship")
+        residencies = lookup("residency")
+        if citizenships is None or residencies is None:
+            if (citizenships and "US" in citizenships) or (residencies and "US" in residencies):
+                return _TRUE if self.expected else _FALSE
+            return (None, frozenset(("us_person",)))
+        is_us_person = "US" in citizenships or "US" in residencies
+        return _TRUE if is_us_person == self.expected else _FALSE
+
+    def to_data(self) -> dict[str, Any]:
+        return {"us_person": self.expected}
+
+
+Predicate = AllOf | AnyOf | Not | Everyone | Membership | UsPerson
+
+
+def parse_predicate(data: Any, path: str = "") -> Predicate:
+    """Builds a predicate from its JSON form, naming the path of the first bad node."""
+    if isinstance(data, AllOf | AnyOf | Not | Everyone | Membership | UsPerson):
+        return data
+    if not isinstance(data, Mapping) or len(data) != 1:
+        raise PredicateError(path, "a predicate is an object with exactly one key")
+    ((key, body),) = data.items()
+    here = f"{path}.{key}" if path else key
+    if key in ("all", "any"):
+        if not isinstance(body, list) or not body:
+            raise PredicateError(here, "expects a non-empty list of predicates")
+        parts = tuple(parse_predicate(p, f"{here}[{i}]") for i, p in enumerate(body))
+        return AllOf(parts) if key == "all" else AnyOf(parts)
+    if key == "not":
+        return Not(parse_predicate(body, here))
+    if key == "everyone":
+        if body is not True:
+            raise PredicateError(here, "must be true")
+        return Everyone()
+    if key == "us_person":
+        if not isinstance(body, bool):
+            raise PredicateError(here, "must be true or false")
+        return UsPerson(body)
+    if key in ATTRIBUTES:
+        return _parse_membership(key, body, here)
+    raise PredicateError(
+        here, f"unknown predicate; expected one of all, any, not, everyone, us_person, "
+        f"{', '.join(ATTRIBUTES)}"
+    )
+
+
+def _parse_membership(attribute: str, body: Any, path: str) -> Membership:
+    if not isinstance(body, Mapping) or len(body) != 1:
+        raise PredicateError(path, 'expects {"any_of": [...]} or {"none_of": [...]}')
+    ((test, values),) = body.items()
+    if test not in ("any_of", "none_of"):
+        raise PredicateError(f"{path}.{test}", "expected any_of or none_of")
+    if not isinstance(values, list) or not all(isinstance(v, str) and v for v in values):
+        raise PredicateError(f"{path}.{test}", "expects a list of non-empty strings")
+    if attribute in ("citizenship", "residency", "location"):
+        values = [v.upper() for v in values]
+    return Membership(attribute, test, frozenset(values))

@@ -1,0 +1,30 @@
+"""Decision requests, validated at the boundary like commands."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from domain.commands import CountryCode, Identifier, Timestamp
+from domain.decision import NO_CONTEXT, Context
+
+
+class DecisionRequest(BaseModel):
+    """May `subject` use `model` at `at`, as known at position `as_of` or time `known_at`?"""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    subject: Identifier
+    model: Identifier
+    at: Timestamp | None = None
+    as_of: Annotated[int, Field(ge=0)] | None = None
+    known_at: Timestamp | None = None
+    location: CountryCode | None = None
+    purpose: Identifier | None = None
+
+    @property
+    def context(self) -> Context:
+        if self.location is None and self.purpose is None:
+            return NO_CONTEXT
+        return Context(self.location, self.purpose)
