@@ -223,13 +223,16 @@ class Directive(Aggregate):
         received_at: datetime
         effective_at: datetime
         terms: dict[str, Any]
+        signed_by: str | None
 
     class Amended(Aggregate.Event):
         effective_at: datetime
         terms: dict[str, Any]
+        signed_by: str | None
 
     class Lifted(Aggregate.Event):
         effective_at: datetime
+        signed_by: str | None
 
         def apply(self, aggregate: Directive) -> None:
             aggregate.lifted = True
@@ -242,6 +245,7 @@ class Directive(Aggregate):
         received_at: datetime,
         effective_at: datetime,
         terms: dict[str, Any],
+        signed_by: str | None,
     ) -> None:
         self.directive = directive
         self.lifted = False
@@ -255,6 +259,7 @@ class Directive(Aggregate):
         received_at: datetime,
         effective_at: datetime,
         terms: dict[str, Any],
+        signed_by: str | None,
         recorded_at: datetime,
     ) -> Directive:
         return cls._create(
@@ -267,19 +272,29 @@ class Directive(Aggregate):
             received_at=received_at,
             effective_at=effective_at,
             terms=terms,
+            signed_by=signed_by,
         )
 
-    def amend(self, effective_at: datetime, terms: dict[str, Any], recorded_at: datetime) -> None:
+    def amend(
+        self,
+        effective_at: datetime,
+        terms: dict[str, Any],
+        signed_by: str | None,
+        recorded_at: datetime,
+    ) -> None:
         if self.lifted:
             raise CommandError("directive", f"{self.directive} has been lifted; it cannot change")
         self.trigger_event(
-            self.Amended, effective_at=effective_at, terms=terms, timestamp=recorded_at
+            self.Amended, effective_at=effective_at, terms=terms, signed_by=signed_by,
+            timestamp=recorded_at,
         )
 
-    def lift(self, effective_at: datetime, recorded_at: datetime) -> None:
+    def lift(self, effective_at: datetime, signed_by: str | None, recorded_at: datetime) -> None:
         if self.lifted:
             raise CommandError("directive", f"{self.directive} is already lifted")
-        self.trigger_event(self.Lifted, effective_at=effective_at, timestamp=recorded_at)
+        self.trigger_event(
+            self.Lifted, effective_at=effective_at, signed_by=signed_by, timestamp=recorded_at
+        )
 
 
 class CommandReceipt(Aggregate):

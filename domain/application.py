@@ -48,6 +48,10 @@ from domain.commands import (
 
 Clock = Callable[[], datetime]
 
+SignatureCheck = Callable[[Command], str | None]
+"""Vets a directive command's signature: returns the signer's key id (None when signatures are
+not required), or raises CommandError naming `signature`. Key material lives outside the domain."""
+
 
 def system_clock() -> datetime:
     return datetime.now(UTC)
@@ -66,9 +70,15 @@ class Interlock(Application[UUID]):
 
     name = "interlock"
 
-    def __init__(self, env: dict[str, str] | None = None, clock: Clock = system_clock) -> None:
+    def __init__(
+        self,
+        env: dict[str, str] | None = None,
+        clock: Clock = system_clock,
+        check_signature: SignatureCheck | None = None,
+    ) -> None:
         super().__init__(env)
         self.clock = clock
+        self.check_signature = check_signature
 
     @property
     def position(self) -> int:
@@ -161,6 +171,10 @@ class CommandBatch:
         if aggregate is None:
             raise CommandError(field, f"unknown {what}")
         return aggregate
+
+    def _signer(self, command: Command) -> str | None:
+        check = self._app.check_signature
+        return None if check is None else check(command)
 
     def _require_models(self, field: str, selectors: Iterable[str]) -> None:
         for selector in selectors:
@@ -255,6 +269,7 @@ class CommandBatch:
         self._require_models("models", c.models)
         if c.route_to is not None:
             self._require_models("route_to", [c.route_to])
+        signed_by = self._signer(c)
         received_at = c.received_at or now
         terms = c.model_dump(
             mode="json",
@@ -263,7 +278,7 @@ class CommandBatch:
         )
         directive = Directive.issue(
             c.directive, c.authority, c.reference, received_at, c.effective_at or received_at,
-            terms, now,
+            terms, signed_by, now,
         )
         return [self._add(directive)]
 
@@ -275,14 +290,14 @@ class CommandBatch:
             self._require_models("models", c.models)
         if c.route_to is not None:
             self._require_models("route_to", [c.route_to])
-        directive.amend(c.effective_at or now, c.amended_terms(), now)
+        directive.amend(c.effective_at or now, c.amended_terms(), self._signer(c), now)
         return [directive]
 
     def _lift_directive(self, c: LiftDirective, now: datetime) -> list[Aggregate]:
         directive = self._existing(
             directive_key(c.directive), "directive", f"directive {c.directive!r}"
         )
-        directive.lift(c.effective_at or now, now)
+        directive.lift(c.effective_at or now, self._signer(c), now)
         return [directive]
 
 

@@ -45,8 +45,11 @@ Timestamp = Annotated[AwareDatetime, AfterValidator(_to_utc)]
 
 Identifier = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 CountryCode = Annotated[
-    str, StringConstraints(strip_whitespace=True, to_upper=True, pattern=r"^[A-Z]{2}$")
+    str,
+    BeforeValidator(lambda v: v.strip().upper() if isinstance(v, str) else v),
+    StringConstraints(pattern=r"^[A-Z]{2}$"),
 ]
+"""ISO 3166 alpha-2, upper-cased on the way in."""
 Selector = Annotated[
     str,
     StringConstraints(strip_whitespace=True, pattern=r"^(\*|family:[^\s:]+|[^\s:*]+)$"),
@@ -182,6 +185,16 @@ class Exemptions(BaseModel):
     orgs: list[Identifier] = Field(default_factory=list)
 
 
+class Signature(BaseModel):
+    """An officer's Ed25519 signature over the command's canonical JSON (see `canonical_json`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key_id: Identifier
+    value: Annotated[str, StringConstraints(min_length=1)]
+    """Base64 of the 64-byte signature."""
+
+
 OnUnknown = Literal["apply", "ignore", "skip"]
 """`apply` fails closed; `ignore` (alias `skip`) lets an unknown predicate pass."""
 
@@ -201,6 +214,7 @@ class IssueDirective(_Command):
     disclose: bool = False
     exempt: Exemptions = Field(default_factory=Exemptions)
     on_unknown: OnUnknown = "apply"
+    signature: Signature | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> IssueDirective:
@@ -223,6 +237,7 @@ class AmendDirective(_Command):
     disclose: bool | None = None
     exempt: Exemptions | None = None
     on_unknown: OnUnknown | None = None
+    signature: Signature | None = None
 
     @model_validator(mode="after")
     def _changes_something(self) -> AmendDirective:
@@ -232,7 +247,9 @@ class AmendDirective(_Command):
 
     def amended_terms(self) -> dict[str, Any]:
         """The terms this amendment sets, in the directive's stored form."""
-        carried = self.model_fields_set - {"type", "directive", "effective_at", "command_id"}
+        carried = self.model_fields_set - {
+            "type", "directive", "effective_at", "command_id", "signature"
+        }
         return self.model_dump(mode="json", include=carried)
 
 
@@ -240,6 +257,15 @@ class LiftDirective(_Command):
     type: Literal["lift_directive"]
     directive: Identifier
     effective_at: Timestamp | None = None
+    signature: Signature | None = None
+
+
+def canonical_json(command: BaseModel) -> bytes:
+    """The bytes an officer signs: the validated command without its signature and command id,
+    keys sorted, no whitespace, timestamps in UTC. Signer and verifier both derive it from the
+    parsed command, so formatting of the original document does not matter."""
+    data = command.model_dump(mode="json", exclude={"signature", "command_id"})
+    return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
 
 
 Command = Annotated[

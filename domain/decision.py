@@ -28,7 +28,10 @@ class Reason(NamedTuple):
 
 def sorted_reasons(reasons: Any) -> tuple[Reason, ...]:
     """Deduplicated, sorted by (code, ref) with null first, so equal decisions are equal JSON."""
-    return tuple(sorted(set(reasons), key=Reason.sort_key))
+    unique = set(reasons)
+    if len(unique) == 1:
+        return tuple(unique)
+    return tuple(sorted(unique, key=Reason.sort_key))
 
 
 @dataclass(frozen=True, slots=True)

@@ -70,6 +70,7 @@ class EntitlementFacts:
     position: int
     recorded_at: datetime
     revocations: list[tuple[datetime, int]] = field(default_factory=list)
+    _covers: dict[str, bool] = field(default_factory=dict)
 
     def active(self, at: datetime, as_of: int) -> bool:
         if self.position > as_of or at < self.valid_from:
@@ -79,7 +80,7 @@ class EntitlementFacts:
         return not any(pos <= as_of and eff <= at for eff, pos in self.revocations)
 
     def covers(self, model: str, family: str) -> bool:
-        return any(selector_matches(s, model, family) for s in self.selectors)
+        return _covers(self.selectors, self._covers, model, family)
 
 
 @dataclass(slots=True)
@@ -143,6 +144,7 @@ class DirectiveTerms:
     exempt_orgs: frozenset[str]
     on_unknown: str
     expires_at: datetime | None
+    _covers: dict[str, bool] = field(default_factory=dict, compare=False)
 
     @classmethod
     def from_data(cls, data: dict[str, Any]) -> DirectiveTerms:
@@ -160,7 +162,16 @@ class DirectiveTerms:
         )
 
     def covers(self, model: str, family: str) -> bool:
-        return any(selector_matches(s, model, family) for s in self.selectors)
+        return _covers(self.selectors, self._covers, model, family)
+
+
+def _covers(selectors: tuple[str, ...], memo: dict[str, bool], model: str, family: str) -> bool:
+    """Selector matching, remembered per model: a model's family never changes."""
+    try:
+        return memo[model]
+    except KeyError:
+        answer = memo[model] = any(selector_matches(s, model, family) for s in selectors)
+        return answer
 
 
 @dataclass(slots=True)
@@ -179,14 +190,26 @@ class DirectiveFacts:
 
     def terms(self, at: datetime, as_of: int) -> DirectiveTerms:
         """The terms in force at `at`: each amendment replaces what it carries from its start."""
+        if not self.amendments:
+            return self.terms_with(())
         applied = sorted(
             (a for a in self.amendments if a[1] <= as_of and a[0] <= at), key=lambda a: a[:2]
         )
-        key = tuple(a[1] for a in applied)
+        return self.terms_with(tuple(applied))
+
+    def all_terms(self) -> list[DirectiveTerms]:
+        """The terms as issued and as each amendment would make them on its own: together they
+        hold every selector and predicate the directive has ever had."""
+        return [self.terms_with(())] + [self.terms_with((a,)) for a in self.amendments]
+
+    def terms_with(self, amendments: tuple[tuple[datetime, int, dict[str, Any]], ...]) -> (
+        DirectiveTerms
+    ):
+        key = tuple(a[1] for a in amendments)
         terms = self._compiled.get(key)
         if terms is None:
             data = dict(self.base)
-            for _, _, changes in applied:
+            for _, _, changes in amendments:
                 data.update(changes)
             terms = self._compiled[key] = DirectiveTerms.from_data(data)
         return terms
@@ -227,6 +250,10 @@ class FactBase:
         self.position = position
         self._note_recorded(event.timestamp, position)
         return _APPLY[type(event)](self, event, position)
+
+    def name_of(self, event: Any) -> str:
+        """The name (model, entitlement, subject or directive id) of the event's aggregate."""
+        return self._names[event.originator_id]
 
     def position_known_at(self, known_at: datetime) -> int:
         """The last position all of whose events had been recorded by `known_at`."""

@@ -28,7 +28,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 out = Console()
-err = Console(stderr=True)
 
 StoreOption = Annotated[
     str | None,
@@ -49,7 +48,7 @@ def main(ctx: typer.Context, store: StoreOption = None) -> None:
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(message, markup=False, highlight=False)
+    sys.stderr.write(message + "\n")
     return typer.Exit(code)
 
 
@@ -114,7 +113,7 @@ def apply(
                         break
         emit({"applied": batch.result.applied, "position": batch.result.position})
     for message in bad:
-        err.print(message, markup=False, highlight=False)
+        sys.stderr.write(message + "\n")
     if bad:
         raise typer.Exit(2)
 

@@ -1,0 +1,190 @@
+"""Which (subject, model) pairs an event can change, found without scanning every subject.
+
+It indexes entitled subjects per model selector and, per attribute value, the subjects whose
+value can no longer change without a new event ("settled"). A directive's predicate is then
+turned into set algebra over those indexes, giving a superset of the subjects it may apply to:
+settled subjects for whom it is surely false are left out; everyone else is a candidate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from domain.aggregates import CommandReceipt, Directive, Entitlement, ModelVersion, Subject
+from domain.decision import MAX_ROUTE_HOPS
+from domain.facts import ATTRIBUTE_KIND, Attestation, FactBase, selector_matches
+from domain.predicates import AllOf, AnyOf, Membership, Predicate, UsPerson
+
+_SUBJECT_EVENTS = (
+    Subject.Registered, Subject.NationalityAttested, Subject.LocationAttested,
+    Subject.EmployerAttested, Subject.AttestationRevoked,
+)
+_KIND_ATTRIBUTES = {
+    "nationality": ("citizenship", "residency"),
+    "location": ("location",),
+    "employer": ("employer",),
+}
+
+
+class Reach:
+    """Candidate indexes over the fact base; fed the same events, after the fact base."""
+
+    def __init__(self, facts: FactBase) -> None:
+        self.facts = facts
+        self.granted: dict[str, set[str]] = {}
+        """Selector to the subjects holding a personal grant for it."""
+        self.granted_orgs: dict[str, set[str]] = {}
+        """Selector to the orgs holding a grant for it."""
+        self.employees: dict[str, set[str]] = {}
+        """Org to every subject ever attested as its employee."""
+        self.settled: dict[str, set[str]] = {kind: set() for kind in _KIND_ATTRIBUTES}
+        """Attestation kind to the subjects whose value for it is fixed from its recording on:
+        one attestation, valid from before it was recorded, never expiring, never revoked."""
+        self.settled_values: dict[str, dict[str, set[str]]] = {
+            attribute: {} for attribute in ATTRIBUTE_KIND
+        }
+        """Attribute to value to the settled subjects holding it."""
+        self._settled_on: dict[tuple[str, str], Attestation] = {}
+
+    def apply(self, event: Any) -> None:
+        """Updates the indexes for an event the fact base has just taken."""
+        if isinstance(event, Entitlement.Granted):
+            index = self.granted if event.grantee_kind == "subject" else self.granted_orgs
+            for selector in event.models:
+                index.setdefault(selector, set()).add(event.grantee)
+        elif isinstance(event, Subject.EmployerAttested):
+            subject = self.facts.name_of(event)
+            self.employees.setdefault(event.org, set()).add(subject)
+            self._settle(subject, "employer")
+        elif isinstance(event, Subject.NationalityAttested | Subject.LocationAttested):
+            kind = "nationality" if isinstance(event, Subject.NationalityAttested) else "location"
+            self._settle(self.facts.name_of(event), kind)
+        elif isinstance(event, Subject.AttestationRevoked):
+            self._settle(self.facts.name_of(event), event.kind)
+
+    def pairs(self, event: Any) -> Iterator[tuple[str, tuple[str, ...]]]:
+        """(subject, models) whose decisions the event, just applied, may have changed."""
+        facts = self.facts
+        if isinstance(event, CommandReceipt.Received):
+            return
+        if isinstance(event, _SUBJECT_EVENTS):
+            models = tuple(facts.models)
+            yield facts.name_of(event), models
+            return
+        if isinstance(event, Entitlement.Granted | Entitlement.Revoked):
+            entitlement = facts.entitlements[facts.name_of(event)]
+            models = self._reaching(self._covered(entitlement.selectors))
+            if entitlement.grantee_kind == "subject":
+                yield entitlement.grantee, models
+            else:
+                for subject in self.employees.get(entitlement.grantee, ()):
+                    yield subject, models
+            return
+        if isinstance(event, ModelVersion.Registered | ModelVersion.Withdrawn
+                      | ModelVersion.Reinstated):
+            models = self._reaching({facts.name_of(event)})
+            for subject in self._entitled(models):
+                yield subject, models
+            return
+        if isinstance(event, Directive.Issued | Directive.Amended | Directive.Lifted):
+            directive = facts.directives[facts.name_of(event)]
+            versions = directive.all_terms()
+            models = self._reaching(
+                set().union(*(self._covered(terms.selectors) for terms in versions))
+            )
+            entitled = self._entitled(models)
+            candidates: set[str] = set()
+            for terms in versions:
+                candidates |= self.maybe(terms.predicate, entitled)
+            for subject in candidates:
+                yield subject, models
+
+    def maybe(self, predicate: Predicate, among: set[str]) -> set[str]:
+        """The subjects of `among` for whom `predicate` may be true or unknown."""
+        if isinstance(predicate, AllOf):
+            result = among
+            for part in predicate.parts:
+                result = self.maybe(part, result)
+            return result
+        if isinstance(predicate, AnyOf):
+            return set().union(*(self.maybe(part, among) for part in predicate.parts))
+        if isinstance(predicate, Membership):
+            return self._maybe_member(predicate, among)
+        if isinstance(predicate, UsPerson):
+            us = self._holding("citizenship", ("US",)) | self._holding("residency", ("US",))
+            if predicate.expected:
+                return among - (self.settled["nationality"] - us)
+            return among - us
+        return set(among)
+
+    def _maybe_member(self, test: Membership, among: set[str]) -> set[str]:
+        if test.attribute == "subject":
+            return among & test.values if test.test == "any_of" else among - test.values
+        kind = ATTRIBUTE_KIND.get(test.attribute)
+        if kind is None:
+            return set(among)
+        holding = self._holding(test.attribute, test.values)
+        if test.test == "any_of":
+            return among - (self.settled[kind] - holding)
+        return among - holding
+
+    def _holding(self, attribute: str, values: Iterable[str]) -> set[str]:
+        index = self.settled_values[attribute]
+        return set().union(*(index.get(value, ()) for value in values))
+
+    def _settle(self, subject: str, kind: str) -> None:
+        facts = self.facts.subjects[subject]
+        history = facts.attestations.get(kind, [])
+        previous = self._settled_on.pop((subject, kind), None)
+        if previous is not None:
+            self.settled[kind].discard(subject)
+            for attribute, values in previous.values.items():
+                for value in values:
+                    self.settled_values[attribute][value].discard(subject)
+        if len(history) != 1 or facts.revocations.get(kind):
+            return
+        (only,) = history
+        if only.valid_until is not None or only.valid_from > only.recorded_at:
+            return
+        self._settled_on[subject, kind] = only
+        self.settled[kind].add(subject)
+        for attribute, values in only.values.items():
+            for value in values:
+                self.settled_values[attribute].setdefault(value, set()).add(subject)
+
+    def _covered(self, selectors: Iterable[str]) -> set[str]:
+        return {
+            model for model, facts in self.facts.models.items()
+            if any(selector_matches(s, model, facts.family) for s in selectors)
+        }
+
+    def _reaching(self, models: set[str]) -> tuple[str, ...]:
+        """`models` and every model whose route directives may lead to one of them."""
+        reached = set(models)
+        for _ in range(MAX_ROUTE_HOPS):
+            more = {
+                model
+                for directive in self.facts.directives.values()
+                for terms in directive.all_terms()
+                if terms.effect == "route" and terms.route_to in reached
+                for model in self._covered(terms.selectors)
+            }
+            if more <= reached:
+                break
+            reached |= more
+        return tuple(sorted(reached))
+
+    def _entitled(self, models: Iterable[str]) -> set[str]:
+        """Subjects who hold, or whose org holds, a grant whose selector names one of `models`."""
+        subjects: set[str] = set()
+        for model in models:
+            model_facts = self.facts.models.get(model)
+            if model_facts is None:
+                continue
+            for selector in (model, f"family:{model_facts.family}", "*"):
+                subjects |= self.granted.get(selector, set())
+                for org in self.granted_orgs.get(selector, ()):
+                    subjects |= self.employees.get(org, set())
+        return subjects
+
