@@ -16,6 +16,7 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import ProcessRecorder, Tracking
 
 from domain.aggregates import (
     CommandReceipt,
@@ -80,6 +81,13 @@ class Interlock(Application[UUID]):
         self.clock = clock
         self.check_signature = check_signature
 
+    recorder: ProcessRecorder
+
+    def construct_recorder(self) -> ProcessRecorder:
+        """A process recorder, so that input consumed from elsewhere (Kafka offsets) can be
+        tracked in the same transaction as the events it caused."""
+        return self.factory.process_recorder()
+
     @property
     def position(self) -> int:
         """The position of the last stored event, 0 for an empty store."""
@@ -121,6 +129,7 @@ class CommandBatch:
         self._flush_every = flush_every
         self._working: dict[UUID, Aggregate | None] = {}
         self._events: list[Any] = []
+        self._tracking: Tracking | None = None
         self._pending_commands = 0
         self._applied = 0
         self._position = app.position
@@ -147,11 +156,18 @@ class CommandBatch:
             self.flush()
         return True
 
+    def track(self, tracking: Tracking) -> None:
+        """Records, with the next stored events, how far an input source has been consumed:
+        the input and its effects are then stored together or not at all."""
+        self._tracking = tracking
+
     def flush(self) -> None:
-        if self._events:
-            recordings = self._app.save(*self._events)
-            self._position = recordings[-1].notification.id
+        if self._events or self._tracking is not None:
+            recordings = self._app.events.put(self._events, tracking=self._tracking)
+            if recordings:
+                self._position = recordings[-1].notification.id
             self._events = []
+            self._tracking = None
         self._pending_commands = 0
 
     def _get(self, key: UUID) -> Any:

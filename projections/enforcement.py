@@ -33,6 +33,7 @@ class AccessChange:
     model: str
     effect: str
     route_to: str | None
+    disclosed: bool
     reasons: tuple[Reason, ...]
     at: datetime
     """The valid time from which the new decision holds."""
@@ -51,6 +52,7 @@ class AccessChange:
             "model": self.model,
             "effect": self.effect,
             "route_to": self.route_to,
+            "disclosed": self.disclosed,
             "reasons": [reason.to_json() for reason in self.reasons],
             "at": self.at.isoformat(),
             "position": self.position,
@@ -144,7 +146,7 @@ def _change(
 ) -> AccessChange:
     return AccessChange(
         "access_restored" if new.effect == "allow" else "access_revoked", subject, model,
-        new.effect, new.route_to, new.reasons, at, cause.position, cause.received_at,
+        new.effect, new.route_to, new.disclosed, new.reasons, at, cause.position, cause.received_at,
         cause.recorded_at, emitted_at,
     )
 
