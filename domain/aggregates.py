@@ -230,6 +230,9 @@ class Directive(Aggregate):
         terms: dict[str, Any]
         signed_by: str | None
 
+        def apply(self, aggregate: Directive) -> None:
+            aggregate.latest_terms = {**aggregate.latest_terms, **self.terms}
+
     class Lifted(Aggregate.Event):
         effective_at: datetime
         signed_by: str | None
@@ -248,6 +251,9 @@ class Directive(Aggregate):
         signed_by: str | None,
     ) -> None:
         self.directive = directive
+        self.issued_terms = terms
+        self.latest_terms = terms
+        """The terms with every amendment applied in recorded order."""
         self.lifted = False
 
     @classmethod
@@ -284,6 +290,11 @@ class Directive(Aggregate):
     ) -> None:
         if self.lifted:
             raise CommandError("directive", f"{self.directive} has been lifted; it cannot change")
+        for before in (self.issued_terms, self.latest_terms):
+            if {**before, **terms}.get("effect") == "route" and not {**before, **terms}.get(
+                "route_to"
+            ):
+                raise CommandError("route_to", 'the amended directive routes, so it needs route_to')
         self.trigger_event(
             self.Amended, effective_at=effective_at, terms=terms, signed_by=signed_by,
             timestamp=recorded_at,

@@ -188,6 +188,13 @@ class CommandBatch:
             raise CommandError(field, f"unknown {what}")
         return aggregate
 
+    @staticmethod
+    def _valid_from(given: datetime | None, until: datetime | None, now: datetime) -> datetime:
+        """An omitted valid_from is the recorded time; the interval must still be non-empty."""
+        if given is None and until is not None and until <= now:
+            raise CommandError("valid_until", "must be after valid_from (the recorded time)")
+        return given or now
+
     def _signer(self, command: Command) -> str | None:
         check = self._app.check_signature
         return None if check is None else check(command)
@@ -220,7 +227,8 @@ class CommandBatch:
             "org", c.grantee.org
         )
         entitlement = Entitlement.grant(
-            c.entitlement, kind, grantee, list(c.models), c.valid_from or now, c.valid_until, now
+            c.entitlement, kind, grantee, list(c.models),
+            self._valid_from(c.valid_from, c.valid_until, now), c.valid_until, now,
         )
         return [self._add(entitlement)]
 
@@ -238,12 +246,13 @@ class CommandBatch:
         return subject
 
     def _attest_nationality(self, c: AttestNationality, now: datetime) -> list[Aggregate]:
+        valid_from = self._valid_from(c.valid_from, c.valid_until, now)
         subject = self._subject(c.subject, now)
         subject.attest_nationality(
             now,
             citizenships=sorted(set(c.citizenships)),
             residencies=sorted(set(c.residencies)),
-            valid_from=c.valid_from or now,
+            valid_from=valid_from,
             valid_until=c.valid_until,
             source=c.source,
             evidence=c.evidence,
@@ -251,11 +260,12 @@ class CommandBatch:
         return [subject]
 
     def _attest_location(self, c: AttestLocation, now: datetime) -> list[Aggregate]:
+        valid_from = self._valid_from(c.valid_from, c.valid_until, now)
         subject = self._subject(c.subject, now)
         subject.attest_location(
             now,
             country=c.country,
-            valid_from=c.valid_from or now,
+            valid_from=valid_from,
             valid_until=c.valid_until,
             source=c.source,
             evidence=c.evidence,
@@ -263,11 +273,12 @@ class CommandBatch:
         return [subject]
 
     def _attest_employer(self, c: AttestEmployer, now: datetime) -> list[Aggregate]:
+        valid_from = self._valid_from(c.valid_from, c.valid_until, now)
         subject = self._subject(c.subject, now)
         subject.attest_employer(
             now,
             org=c.org,
-            valid_from=c.valid_from or now,
+            valid_from=valid_from,
             valid_until=c.valid_until,
             source=c.source,
             evidence=c.evidence,

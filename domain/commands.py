@@ -7,6 +7,7 @@ timestamps without a UTC offset are errors, each naming the field it is about.
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -36,11 +37,28 @@ class CommandError(ValueError):
         self.message = message
 
 
+class FieldProblem(ValueError):
+    """Raised by checks that span fields, to name the one at fault."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 def _to_utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
-Timestamp = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+def _iso_only(value: Any) -> Any:
+    """pydantic would read 1795734060 as a Unix time; the command format says ISO-8601."""
+    if isinstance(value, int | float) or (isinstance(value, str) and _NUMBER.fullmatch(value)):
+        raise ValueError("expected an ISO-8601 timestamp with an offset, not a number")
+    return value
+
+
+_NUMBER = re.compile(r"\s*[-+]?\d+(\.\d*)?\s*")
+
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_iso_only), AfterValidator(_to_utc)]
 """ISO-8601 with an offset, normalised to UTC; a timestamp without an offset is rejected."""
 
 Identifier = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
@@ -50,6 +68,9 @@ CountryCode = Annotated[
     StringConstraints(pattern=r"^[A-Z]{2}$"),
 ]
 """ISO 3166 alpha-2, upper-cased on the way in."""
+ModelId = Annotated[Identifier, StringConstraints(pattern=r"^[^\s:*]+$")]
+"""An exact model version id: no selector syntax."""
+
 Selector = Annotated[
     str,
     StringConstraints(strip_whitespace=True, pattern=r"^(\*|family:[^\s:]+|[^\s:*]+)$"),
@@ -71,7 +92,7 @@ class _Command(BaseModel):
 
 class RegisterModel(_Command):
     type: Literal["register_model"]
-    model: Identifier = Field(pattern=r"^[^\s:*]+$")
+    model: ModelId
     family: Identifier
 
 
@@ -210,7 +231,7 @@ class IssueDirective(_Command):
     models: list[Selector] = Field(min_length=1)
     subjects: PredicateField
     effect: Literal["deny", "route"] = "deny"
-    route_to: Identifier | None = None
+    route_to: ModelId | None = None
     disclose: bool = False
     exempt: Exemptions = Field(default_factory=Exemptions)
     on_unknown: OnUnknown = "apply"
@@ -218,7 +239,7 @@ class IssueDirective(_Command):
 
     @model_validator(mode="after")
     def _consistent(self) -> IssueDirective:
-        _check_route(self.effect, self.route_to)
+        check_route(self.effect, self.route_to)
         _check_interval(self.effective_at or self.received_at, self.expires_at, "expires_at")
         return self
 
@@ -233,7 +254,7 @@ class AmendDirective(_Command):
     models: list[Selector] | None = Field(default=None, min_length=1)
     subjects: PredicateField | None = None
     effect: Literal["deny", "route"] | None = None
-    route_to: Identifier | None = None
+    route_to: ModelId | None = None
     disclose: bool | None = None
     exempt: Exemptions | None = None
     on_unknown: OnUnknown | None = None
@@ -326,6 +347,9 @@ def command_error_from(error: ValidationError) -> CommandError:
     location = [str(part) for part in first["loc"]]
     if location and location[0] in COMMAND_TYPES:
         location = location[1:]
+    cause = first.get("ctx", {}).get("error")
+    if isinstance(cause, FieldProblem):
+        location.append(cause.field)
     field = ".".join(location)
     message = first["msg"]
     if first["type"] == "extra_forbidden":
@@ -341,11 +365,12 @@ def _check_interval(
     start: datetime | None, end: datetime | None, field: str = "valid_until"
 ) -> None:
     if start is not None and end is not None and end <= start:
-        raise ValueError(f"{field} must be after the start of the interval")
+        raise FieldProblem(field, "must be after the start of the interval")
 
 
-def _check_route(effect: str, route_to: str | None) -> None:
+def check_route(effect: str | None, route_to: str | None) -> None:
+    """A route directive names its target; a deny directive has none."""
     if effect == "route" and route_to is None:
-        raise ValueError('a "route" directive needs route_to')
+        raise FieldProblem("route_to", 'a "route" directive needs route_to')
     if effect == "deny" and route_to is not None:
-        raise ValueError('route_to is only for "route" directives')
+        raise FieldProblem("route_to", 'route_to is only for "route" directives')

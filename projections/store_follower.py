@@ -1,7 +1,9 @@
 """Feeds the access index from the event store's notification log, by position.
 
 SQLite has no push subscription, so the follower reads the log from the index's position on:
-once to catch up on start, then on demand or on a polling thread.
+once to catch up on start, then on demand or on a polling thread. With an enforcer (embedded
+mode) events go through it instead, and the access changes they cause are published; history
+read by the first catch-up is not enforced again.
 """
 
 from __future__ import annotations
@@ -13,23 +15,46 @@ from uuid import UUID
 from eventsourcing.application import Application
 
 from projections.access_index import AccessIndex
+from projections.enforcement import AccessChange, Enforcer
 
 Progress = Callable[[int, int], None]
 """Called with (position reached, last position in the store) while catching up."""
+
+Publish = Callable[[list[AccessChange]], None]
 
 
 class StoreFollower:
     """Reads notifications after the index's position and applies them in order."""
 
-    def __init__(self, app: Application[UUID], index: AccessIndex, page_size: int = 5000) -> None:
+    def __init__(
+        self,
+        app: Application[UUID],
+        index: AccessIndex,
+        enforcer: Enforcer | None = None,
+        publish: Publish | None = None,
+        page_size: int = 5000,
+    ) -> None:
         self.app = app
         self.index = index
+        self.enforcer = enforcer
+        self.publish = publish
+        self.enforcing = False
+        """False until the first catch-up has read the history."""
         self.page_size = page_size
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._catching_up = threading.Lock()
+        """One catch-up at a time: the polling thread and on-demand callers would otherwise
+        both read the page after the same position and apply it twice."""
 
     def catch_up(self, until: int | None = None, progress: Progress | None = None) -> int:
         """Applies every stored event up to `until` (default: the end); returns the position."""
+        with self._catching_up:
+            position = self._catch_up(until, progress)
+            self.enforcing = self.enforcer is not None
+            return position
+
+    def _catch_up(self, until: int | None, progress: Progress | None) -> int:
         recorder = self.app.recorder
         to_domain_event = self.app.mapper.to_domain_event
         index = self.index
@@ -42,9 +67,18 @@ class StoreFollower:
             )
             if not page:
                 break
+            changes: list[AccessChange] = []
             with index.lock:
-                for notification in page:
-                    index.apply(to_domain_event(notification), notification.id)
+                if self.enforcer is None:
+                    for notification in page:
+                        index.apply(to_domain_event(notification), notification.id)
+                else:
+                    for notification in page:
+                        changes += self.enforcer.apply(
+                            to_domain_event(notification), notification.id, emit=self.enforcing
+                        )
+            if changes and self.publish is not None:
+                self.publish(changes)
             if progress is not None:
                 progress(index.position, last)
         return index.position
@@ -66,3 +100,7 @@ class StoreFollower:
     def _run(self, interval: float) -> None:
         while not self._stopping.wait(interval):
             self.catch_up()
+            if self.enforcer is not None and self.publish is not None:
+                due = self.enforcer.tick()
+                if due:
+                    self.publish(due)

@@ -1,0 +1,47 @@
+"""Where embedded mode sends access changes: an in-process log readers can follow, and
+optionally a JSON-lines file."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import deque
+from pathlib import Path
+
+from projections.enforcement import AccessChange
+
+
+class RevocationLog:
+    """Numbered access changes, kept in memory (the most recent `capacity`) and optionally
+    appended to a file; `wait_after` lets a reader block until something new arrives."""
+
+    def __init__(self, path: Path | None = None, capacity: int = 1_000_000) -> None:
+        self.path = path
+        self._changes: deque[tuple[int, AccessChange]] = deque(maxlen=capacity)
+        self._last = 0
+        self._arrived = threading.Condition()
+
+    @property
+    def last(self) -> int:
+        """The number of the latest change, 0 before any."""
+        return self._last
+
+    def publish(self, changes: list[AccessChange]) -> None:
+        with self._arrived:
+            for change in changes:
+                self._last += 1
+                self._changes.append((self._last, change))
+            if self.path is not None:
+                with self.path.open("a", encoding="utf-8") as sink:
+                    sink.writelines(json.dumps(c.to_json()) + "\n" for c in changes)
+            self._arrived.notify_all()
+
+    def after(self, number: int) -> list[tuple[int, AccessChange]]:
+        """The changes numbered above `number` that are still held."""
+        with self._arrived:
+            return [item for item in self._changes if item[0] > number]
+
+    def wait_after(self, number: int, timeout: float) -> list[tuple[int, AccessChange]]:
+        with self._arrived:
+            self._arrived.wait_for(lambda: self._last > number, timeout)
+        return self.after(number)
