@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint
+.PHONY: demo test lint services
 
 $(BIN)/interlock: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,17 @@ $(VENV)/.dev: $(BIN)/interlock
 demo: $(BIN)/interlock
 	$(BIN)/interlock demo
 
-test: $(VENV)/.dev
+# Real services for the integration tests (DESIGN.md, "Tests and services"): PostgreSQL from
+# the OS packages (installed only as root, only if missing) and the Kafka broker jars from
+# Maven Central (cached). Best effort: the test fixtures report what is still missing.
+services:
+	@if [ -z "$${INTERLOCK_POSTGRES-}" ] && [ "$$(id -u)" = 0 ] \
+	    && ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then \
+	    scripts/postgres-local.sh install; fi
+	@if [ -z "$${INTERLOCK_KAFKA-}" ]; then \
+	    scripts/kafka-local.sh fetch >/dev/null || echo "make services: Kafka jars not fetched" >&2; fi
+
+test: services $(VENV)/.dev
 	INTERLOCK_REQUIRE_SERVICES=$${INTERLOCK_REQUIRE_SERVICES-1} $(BIN)/pytest -q
 
 lint: $(VENV)/.dev

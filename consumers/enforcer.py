@@ -32,6 +32,7 @@ def change_record(change: AccessChange) -> dict[str, Any]:
         "route_to": change.route_to,
         "disclosed": change.disclosed,
         "reasons": [reason.to_json() for reason in change.reasons],
+        "at": change.at,
         "position": change.position,
         "received_at": change.received_at,
         "recorded_at": change.recorded_at,
