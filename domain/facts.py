@@ -7,6 +7,7 @@ changes. It is fed events in position order and does no I/O.
 
 from __future__ import annotations
 
+import sys
 from bisect import bisect_right, insort
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -240,6 +241,8 @@ class FactBase:
         """Aggregate id to the name it was created with (model, entitlement, subject...)."""
         self.global_times: list[datetime] = []
         """Valid times at which a fact concerning many subjects starts or stops holding."""
+        self._value_sets: dict[tuple[tuple[str, frozenset[str]], ...], dict[str, frozenset[str]]]
+        self._value_sets = {}
         self._recorded: list[datetime] = []
         self._positions: list[int] = []
 
@@ -345,7 +348,8 @@ class FactBase:
         else:
             kind, values = EMPLOYER, {"employer": frozenset((e.org,))}
         attestation = Attestation(
-            kind, values, e.valid_from, e.valid_until, position, e.timestamp, e.source, e.evidence
+            kind, self._shared(values), e.valid_from, e.valid_until, position, e.timestamp,
+            sys.intern(e.source), e.evidence,
         )
         insort(subject.attestations.setdefault(kind, []), attestation, key=lambda a: a.order)
         self._note_times(subject.times, e.valid_from, e.valid_until)
@@ -377,6 +381,12 @@ class FactBase:
         facts.lift = (e.effective_at, position)
         insort(self.global_times, e.effective_at)
         return None
+
+    def _shared(self, values: dict[str, frozenset[str]]) -> dict[str, frozenset[str]]:
+        """One read-only instance per distinct set of attribute values: most subjects share a
+        handful of nationalities, and the index should cost little memory per subject."""
+        key = tuple(sorted(values.items(), key=lambda item: item[0]))
+        return self._value_sets.setdefault(key, values)
 
     @staticmethod
     def _note_times(times: list[datetime], *moments: datetime | None) -> None:

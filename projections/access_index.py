@@ -12,7 +12,7 @@ import threading
 from datetime import UTC, datetime
 from typing import Any
 
-from domain.decision import NO_CONTEXT, Context, Decision, Verdict, judge
+from domain.decision import NO_CONTEXT, Context, Decision, Verdict, as_utc, judge
 from domain.facts import FactBase
 
 _Span = tuple[Verdict, datetime | None, datetime | None]
@@ -52,7 +52,7 @@ class AccessIndex:
     ) -> Decision:
         """The decision at valid time `at` (default now), as known at position `as_of` or at
         recorded time `known_at` (default: everything known)."""
-        moment = datetime.now(UTC) if at is None else at
+        moment = datetime.now(UTC) if at is None else as_utc(at)
         facts = self.facts
         position = facts.position
         if known_at is not None:

@@ -8,11 +8,13 @@ read by the first catch-up is not enforced again.
 
 from __future__ import annotations
 
+import gc
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from uuid import UUID
 
 from eventsourcing.application import Application
+from eventsourcing.persistence import Notification
 
 from projections.access_index import AccessIndex
 from projections.enforcement import AccessChange, Enforcer
@@ -48,15 +50,27 @@ class StoreFollower:
         both read the page after the same position and apply it twice."""
 
     def catch_up(self, until: int | None = None, progress: Progress | None = None) -> int:
-        """Applies every stored event up to `until` (default: the end); returns the position."""
+        """Applies every stored event up to `until` (default: the end); returns the position.
+
+        A long catch-up builds millions of long-lived objects, on which Python's cyclic garbage
+        collector would spend most of the time; it is paused meanwhile and what was built is
+        then frozen out of its reach (none of it is cyclic garbage)."""
         with self._catching_up:
-            position = self._catch_up(until, progress)
+            large = (self.app.recorder.max_notification_id() or 0) - self.index.position
+            pause_gc = large > self.page_size and gc.isenabled()
+            if pause_gc:
+                gc.disable()
+            try:
+                position = self._catch_up(until, progress)
+            finally:
+                if pause_gc:
+                    gc.enable()
+                    gc.freeze()
             self.enforcing = self.enforcer is not None
             return position
 
     def _catch_up(self, until: int | None, progress: Progress | None) -> int:
         recorder = self.app.recorder
-        to_domain_event = self.app.mapper.to_domain_event
         index = self.index
         last = recorder.max_notification_id() or 0
         if until is not None:
@@ -67,21 +81,29 @@ class StoreFollower:
             )
             if not page:
                 break
-            changes: list[AccessChange] = []
-            with index.lock:
-                if self.enforcer is None:
-                    for notification in page:
-                        index.apply(to_domain_event(notification), notification.id)
-                else:
-                    for notification in page:
-                        changes += self.enforcer.apply(
-                            to_domain_event(notification), notification.id, emit=self.enforcing
-                        )
-            if changes and self.publish is not None:
-                self.publish(changes)
+            self._apply(page)
             if progress is not None:
                 progress(index.position, last)
         return index.position
+
+    def _apply(self, page: Sequence[Notification]) -> None:
+        """Applies notifications that follow the index's position, in order, enforcing them
+        once history has been read; the caller holds `_catching_up`. Shared with followers
+        that are pushed notifications rather than polling for them."""
+        to_domain_event = self.app.mapper.to_domain_event
+        index = self.index
+        changes: list[AccessChange] = []
+        with index.lock:
+            if self.enforcer is None:
+                for notification in page:
+                    index.apply(to_domain_event(notification), notification.id)
+            else:
+                for notification in page:
+                    changes += self.enforcer.apply(
+                        to_domain_event(notification), notification.id, emit=self.enforcing
+                    )
+        if changes and self.publish is not None:
+            self.publish(changes)
 
     def follow(self, interval: float = 0.05) -> None:
         """Starts a daemon thread that keeps catching up until `stop()`."""
