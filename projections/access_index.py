@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from domain.decision import NO_CONTEXT, Context, Decision, Verdict, as_utc, judge
-from domain.facts import FactBase
+from domain.facts import Concerns, FactBase
 
 _Span = tuple[Verdict, datetime | None, datetime | None]
 
@@ -31,15 +31,43 @@ class AccessIndex:
     def position(self) -> int:
         return self.facts.position
 
-    def apply(self, event: Any, position: int) -> None:
-        """Adds one stored event and forgets the current decisions it may change."""
+    def apply(self, event: Any, position: int, forget: bool = True) -> Concerns:
+        """Adds one stored event and forgets the current decisions it may change. With `forget`
+        False the caller reads the old current decisions first, then calls `forget` itself."""
         with self.lock:
             concerns = self.facts.apply(event, position)
+            if forget:
+                self.forget(concerns)
+            return concerns
+
+    def forget(self, concerns: Concerns) -> None:
+        """Drops the current decisions of the subjects concerned (None: everyone's)."""
+        with self.lock:
             if concerns is None:
                 self._current.clear()
             else:
                 for subject in concerns:
                     self._current.pop(subject, None)
+
+    def current(self, subject: str, model: str, at: datetime) -> Verdict | None:
+        """The remembered current verdict, if there is one whose span holds `at`."""
+        span = self._current.get(subject, {}).get(model)
+        if span is None:
+            return None
+        verdict, start, end = span
+        if (start is None or start <= at) and (end is None or at < end):
+            return verdict
+        return None
+
+    def remember(self, subject: str, model: str, verdict: Verdict, at: datetime) -> None:
+        """Keeps a verdict just judged at the current position as the current one around `at`."""
+        with self.lock:
+            spans = self._current.get(subject)
+            if spans is None:
+                if len(self._current) >= self._max_cached_subjects:
+                    self._current.clear()
+                spans = self._current[subject] = {}
+            spans[model] = (verdict, *self.facts.validity(subject, at))
 
     def decide(
         self,
@@ -71,20 +99,9 @@ class AccessIndex:
                            position)
 
     def _current_verdict(self, subject: str, model: str, at: datetime) -> Verdict:
-        spans = self._current.get(subject)
-        if spans is not None:
-            span = spans.get(model)
-            if span is not None:
-                verdict, start, end = span
-                if (start is None or start <= at) and (end is None or at < end):
-                    return verdict
-        with self.lock:
-            facts = self.facts
-            verdict = judge(facts, subject, model, at, facts.position, NO_CONTEXT)
-            start, end = facts.validity(subject, at)
-            if spans is None:
-                if len(self._current) >= self._max_cached_subjects:
-                    self._current.clear()
-                spans = self._current[subject] = {}
-            spans[model] = (verdict, start, end)
+        verdict = self.current(subject, model, at)
+        if verdict is None:
+            with self.lock:
+                verdict = judge(self.facts, subject, model, at, self.facts.position, NO_CONTEXT)
+                self.remember(subject, model, verdict, at)
         return verdict

@@ -81,23 +81,38 @@ class Enforcer:
 
     def apply(self, event: Any, position: int, emit: bool = True) -> list[AccessChange]:
         """Applies one stored event; with `emit` False (catching up on history already
-        enforced) it only updates its state."""
-        with self.index.lock:
-            self.index.apply(event, position)
-            self.reach.apply(event)
+        enforced) it only updates its state.
+
+        The decision before the event is the index's current one when it holds one (a lookup),
+        else the rule as known at the previous position; the decision after it is judged and
+        becomes the index's current one, so the next event finds it."""
+        index = self.index
         now = self.clock()
-        cause = _Cause(event, position, self._received_at(event), event.timestamp)
-        for moment in _moments(event):
-            if moment > now:
-                heapq.heappush(self._timetable, (moment, position, cause))
-        if not emit:
-            return []
-        facts = self.index.facts
-        return self._compare(
-            cause,
-            lambda subject, model: judge(facts, subject, model, now, position - 1, NO_CONTEXT),
-            now,
-        )
+        with index.lock:
+            concerns = index.apply(event, position, forget=False)
+            self.reach.apply(event)
+            cause = _Cause(event, position, self._received_at(event), event.timestamp)
+            for moment in _moments(event):
+                if moment > now:
+                    heapq.heappush(self._timetable, (moment, position, cause))
+            if not emit:
+                index.forget(concerns)
+                return []
+            facts = index.facts
+            judged: list[tuple[str, str, Verdict]] = []
+
+            def before(subject: str, model: str) -> Verdict:
+                return index.current(subject, model, now) or judge(
+                    facts, subject, model, now, position - 1, NO_CONTEXT
+                )
+
+            changes = self._compare(
+                cause, before, now, judged, only_restricts=isinstance(event, Directive.Issued)
+            )
+            index.forget(concerns)
+            for subject, model, verdict in judged:
+                index.remember(subject, model, verdict, now)
+        return changes
 
     def tick(self) -> list[AccessChange]:
         """Changes whose moment has come since the facts behind them were recorded."""
@@ -122,14 +137,28 @@ class Enforcer:
         """When `tick` next has work to do."""
         return self._timetable[0][0] if self._timetable else None
 
-    def _compare(self, cause: _Cause, before: Any, at: datetime) -> list[AccessChange]:
+    def _compare(
+        self,
+        cause: _Cause,
+        before: Any,
+        at: datetime,
+        judged: list[tuple[str, str, Verdict]] | None = None,
+        only_restricts: bool = False,
+    ) -> list[AccessChange]:
+        """Changes of access at `at` among the pairs the cause can reach. `only_restricts`: the
+        cause can only take access away (a new directive adds a restriction and nothing else),
+        so pairs without access before need no second look."""
         facts = self.index.facts
         position = facts.position
         changes = []
         for subject, models in self.reach.pairs(cause.event):
             for model in models:
                 old = before(subject, model)
+                if only_restricts and old.effect != "allow":
+                    continue
                 new = judge(facts, subject, model, at, position, NO_CONTEXT)
+                if judged is not None:
+                    judged.append((subject, model, new))
                 if (old.effect == "allow") == (new.effect == "allow"):
                     continue
                 changes.append(_change(subject, model, new, at, cause, self.clock()))
