@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from domain.facts import ATTRIBUTE_KIND, EMPLOYER, FactBase, SubjectFacts
+from domain.predicates import AttributeLookup
 
 MAX_ROUTE_HOPS = 3
 
@@ -133,6 +134,14 @@ def as_utc(moment: datetime) -> datetime:
     return moment if moment.tzinfo is UTC else moment.astimezone(UTC)
 
 
+def attribute_lookup(
+    facts: FactBase, subject: str, at: datetime, as_of: int, context: Context = NO_CONTEXT
+) -> AttributeLookup:
+    """The subject's attribute values exactly as `judge` looks them up, so that an explanation
+    evaluates predicates node by node on the same values the decision used."""
+    return _Attributes(subject, facts.subjects.get(subject), at, as_of, context)
+
+
 def decide(
     facts: FactBase,
     subject: str,
@@ -215,7 +224,7 @@ def _judge_one(
     denials: list[Reason] = []
     route: _Route | None = None
     route_order: tuple[datetime, str] | None = None
-    for directive in facts.directives.values():
+    for directive in facts.directives_for(model):
         terms = directive.active_terms(at, as_of)
         if terms is None or not terms.covers(model, family):
             continue

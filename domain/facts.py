@@ -237,6 +237,7 @@ class FactBase:
         self.entitlements: dict[str, EntitlementFacts] = {}
         self.org_entitlements: dict[str, list[EntitlementFacts]] = {}
         self.directives: dict[str, DirectiveFacts] = {}
+        self._directives_by_model: dict[str, list[DirectiveFacts]] = {}
         self._names: dict[UUID, str] = {}
         """Aggregate id to the name it was created with (model, entitlement, subject...)."""
         self.global_times: list[datetime] = []
@@ -253,6 +254,19 @@ class FactBase:
         self.position = position
         self._note_recorded(event.timestamp, position)
         return _APPLY[type(event)](self, event, position)
+
+    def directives_for(self, model: str) -> list[DirectiveFacts]:
+        """The directives whose selectors have ever named `model`, in issue order: a decision
+        looks at these only, however many directives there are for other models."""
+        found = self._directives_by_model.get(model)
+        if found is None:
+            facts = self.models.get(model)
+            family = facts.family if facts is not None else ""
+            found = self._directives_by_model[model] = [
+                directive for directive in self.directives.values()
+                if any(terms.covers(model, family) for terms in directive.all_terms())
+            ]
+        return found
 
     def name_of(self, event: Any) -> str:
         """The name (model, entitlement, subject or directive id) of the event's aggregate."""
@@ -297,6 +311,7 @@ class FactBase:
     def _model_registered(self, e: ModelVersion.Registered, position: int) -> Concerns:
         self._names[e.originator_id] = e.model
         self.models[e.model] = ModelFacts(e.model, e.family, position)
+        self._directives_by_model.pop(e.model, None)
         return None
 
     def _model_changed(self, e: Any, position: int) -> Concerns:
@@ -363,6 +378,7 @@ class FactBase:
 
     def _directive_issued(self, e: Directive.Issued, position: int) -> Concerns:
         self._names[e.originator_id] = e.directive
+        self._directives_by_model.clear()
         self.directives[e.directive] = DirectiveFacts(
             e.directive, e.authority, e.reference, e.received_at, e.effective_at, position,
             e.timestamp, dict(e.terms),
@@ -373,6 +389,7 @@ class FactBase:
     def _directive_amended(self, e: Directive.Amended, position: int) -> Concerns:
         facts = self.directives[self._names[e.originator_id]]
         facts.amendments.append((e.effective_at, position, dict(e.terms)))
+        self._directives_by_model.clear()
         self._note_times(self.global_times, e.effective_at, _parse_time(e.terms.get("expires_at")))
         return None
 

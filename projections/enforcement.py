@@ -18,6 +18,7 @@ from domain.aggregates import Directive
 from domain.application import Clock, system_clock
 from domain.decision import NO_CONTEXT, Reason, Verdict, judge
 from projections.access_index import AccessIndex
+from projections.gc_pause import gc_paused
 from projections.reach import Reach
 
 _INSTANT = timedelta(microseconds=1)
@@ -106,12 +107,13 @@ class Enforcer:
                     facts, subject, model, now, position - 1, NO_CONTEXT
                 )
 
-            changes = self._compare(
-                cause, before, now, judged, only_restricts=isinstance(event, Directive.Issued)
-            )
-            index.forget(concerns)
-            for subject, model, verdict in judged:
-                index.remember(subject, model, verdict, now)
+            with gc_paused():
+                changes = self._compare(
+                    cause, before, now, judged, only_restricts=isinstance(event, Directive.Issued)
+                )
+                index.forget(concerns)
+                for subject, model, verdict in judged:
+                    index.remember(subject, model, verdict, now)
         return changes
 
     def tick(self) -> list[AccessChange]:

@@ -8,9 +8,9 @@ read by the first catch-up is not enforced again.
 
 from __future__ import annotations
 
-import gc
 import threading
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from uuid import UUID
 
 from eventsourcing.application import Application
@@ -18,6 +18,7 @@ from eventsourcing.persistence import Notification
 
 from projections.access_index import AccessIndex
 from projections.enforcement import AccessChange, Enforcer
+from projections.gc_pause import gc_paused
 
 Progress = Callable[[int, int], None]
 """Called with (position reached, last position in the store) while catching up."""
@@ -56,16 +57,10 @@ class StoreFollower:
         collector would spend most of the time; it is paused meanwhile and what was built is
         then frozen out of its reach (none of it is cyclic garbage)."""
         with self._catching_up:
-            large = (self.app.recorder.max_notification_id() or 0) - self.index.position
-            pause_gc = large > self.page_size and gc.isenabled()
-            if pause_gc:
-                gc.disable()
-            try:
+            backlog = (self.app.recorder.max_notification_id() or 0) - self.index.position
+            bulk = gc_paused(freeze=True) if backlog > self.page_size else nullcontext()
+            with bulk:
                 position = self._catch_up(until, progress)
-            finally:
-                if pause_gc:
-                    gc.enable()
-                    gc.freeze()
             self.enforcing = self.enforcer is not None
             return position
 
