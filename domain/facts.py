@@ -244,6 +244,7 @@ class FactBase:
         """Valid times at which a fact concerning many subjects starts or stops holding."""
         self._value_sets: dict[tuple[tuple[str, frozenset[str]], ...], dict[str, frozenset[str]]]
         self._value_sets = {}
+        self._moments: dict[datetime, datetime] = {}
         self._recorded: list[datetime] = []
         self._positions: list[int] = []
 
@@ -362,12 +363,17 @@ class FactBase:
             kind, values = LOCATION, {"location": frozenset((e.country,))}
         else:
             kind, values = EMPLOYER, {"employer": frozenset((e.org,))}
+        valid_from, valid_until = self._moment(e.valid_from), self._moment(e.valid_until)
         attestation = Attestation(
-            kind, self._shared(values), e.valid_from, e.valid_until, position, e.timestamp,
+            kind, self._shared(values), valid_from, valid_until, position, e.timestamp,
             sys.intern(e.source), e.evidence,
         )
-        insort(subject.attestations.setdefault(kind, []), attestation, key=lambda a: a.order)
-        self._note_times(subject.times, e.valid_from, e.valid_until)
+        history = subject.attestations.get(kind)
+        if history is None:
+            subject.attestations[kind] = [attestation]
+        else:
+            insort(history, attestation, key=lambda a: a.order)
+        self._note_times(subject.times, valid_from, valid_until)
         return (subject.subject,)
 
     def _attestation_revoked(self, e: Subject.AttestationRevoked, position: int) -> Concerns:
@@ -398,6 +404,13 @@ class FactBase:
         facts.lift = (e.effective_at, position)
         insort(self.global_times, e.effective_at)
         return None
+
+    def _moment(self, moment: datetime | None) -> datetime | None:
+        """One instance per distinct valid time: populations share a few (a birth date, the
+        start of a contract), and each datetime object costs 48 bytes."""
+        if moment is None:
+            return None
+        return self._moments.setdefault(moment, moment)
 
     def _shared(self, values: dict[str, frozenset[str]]) -> dict[str, frozenset[str]]:
         """One read-only instance per distinct set of attribute values: most subjects share a
