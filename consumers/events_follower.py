@@ -1,0 +1,75 @@
+"""Feeds an access index from `interlock.events` instead of the store: decision replicas.
+
+Any number of replicas can follow the one events topic; each knows its position (the last
+`position` header applied) and skips records at positions it has already applied, so the
+relay's rare duplicate is harmless.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from kafka import KafkaConsumer, TopicPartition
+
+from consumers.kafka import DEFAULT_TOPICS, Topics, header
+from projections.access_index import AccessIndex
+from projections.gc_pause import gc_paused
+from schemas.records import decode_event
+
+
+class EventsFollower:
+    """Applies the events topic to an index, from the beginning, then as records arrive."""
+
+    def __init__(self, index: AccessIndex, bootstrap: str, topics: Topics = DEFAULT_TOPICS) -> None:
+        self.index = index
+        self.consumer = KafkaConsumer(
+            bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+            isolation_level="read_committed", client_id="interlock-replica",
+        )
+        self.partition = TopicPartition(topics.events, 0)
+        self.consumer.assign([self.partition])
+        self.consumer.seek_to_beginning(self.partition)
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def poll(self, timeout_ms: int = 200) -> int:
+        """Applies what has arrived; returns how many records were read."""
+        records = self.consumer.poll(timeout_ms, max_records=10_000).get(self.partition, [])
+        index = self.index
+        with index.lock:
+            for record in records:
+                position = int(header(record, "position") or 0)
+                if position > index.position:
+                    index.apply(decode_event(record.value), position)
+        return len(records)
+
+    def catch_up(self, timeout: float = 120.0) -> int:
+        """Reads up to the end of the topic as it is now; returns the index position."""
+        end = self.consumer.end_offsets([self.partition])[self.partition]
+        deadline = time.monotonic() + timeout
+        with gc_paused(freeze=True):
+            while self.consumer.position(self.partition) < end:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{self.partition.topic}: not at offset {end} after "
+                                       f"{timeout:.0f} s")
+                self.poll(500)
+        return self.index.position
+
+    def follow(self) -> None:
+        """Starts a daemon thread that keeps applying new records until `stop()`."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, daemon=True,
+                                            name="interlock-events-follower")
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        self.consumer.close()
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            self.poll()
