@@ -9,6 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from domain.commands import CountryCode, Identifier, Timestamp
 from domain.decision import NO_CONTEXT, Context
 
+MAX_POSITION = 2**63 - 1
+"""Positions are the store's 64-bit notification ids."""
+
 
 class DecisionRequest(BaseModel):
     """May `subject` use `model` at `at`, as known at position `as_of` or time `known_at`?"""
@@ -18,7 +21,7 @@ class DecisionRequest(BaseModel):
     subject: Identifier
     model: Identifier
     at: Timestamp | None = None
-    as_of: Annotated[int, Field(ge=0)] | None = None
+    as_of: Annotated[int, Field(ge=0, le=MAX_POSITION)] | None = None
     known_at: Timestamp | None = None
     location: CountryCode | None = None
     purpose: Identifier | None = None

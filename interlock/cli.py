@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,13 +39,26 @@ StoreOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
+SnapshotOption = Annotated[
+    str | None,
+    typer.Option(
+        "--snapshot",
+        envvar="INTERLOCK_SNAPSHOT",
+        help="Index snapshot to start from (see `interlock snapshot`); one that does not fit "
+        "the store is ignored.",
+    ),
+]
 
 _TIMESTAMP = TypeAdapter(Timestamp)
 
 
 @app.callback()
-def main(ctx: typer.Context, store: StoreOption = None) -> None:
+def main(ctx: typer.Context, store: StoreOption = None, snapshot: SnapshotOption = None) -> None:
     ctx.obj = store
+    if snapshot:
+        # Through the environment, so that every engine this process opens starts from it,
+        # serve's uvicorn workers (separate processes) included.
+        os.environ["INTERLOCK_SNAPSHOT"] = snapshot
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -196,7 +210,7 @@ def show_decision(decision: Decision) -> None:
 @app.command()
 def position(ctx: typer.Context, as_json: JsonOption = False, store: StoreOption = None) -> None:
     """The position of the last stored event."""
-    with engine_for(ctx, store) as engine:
+    with engine_for(ctx, store, catch_up=False) as engine:  # the store's; no index needed
         value = engine.app.position
     if as_json:
         emit({"position": value})
@@ -217,6 +231,57 @@ def demo(
     from interlock.demo import run_demo
 
     run_demo(out, store or "sqlite:///.interlock/demo.db", subjects=subjects, fresh=fresh)
+
+
+@app.command()
+def snapshot(
+    ctx: typer.Context,
+    file: Annotated[
+        str | None, typer.Argument(help="Where to write it; default INTERLOCK_SNAPSHOT.")
+    ] = None,
+    every: Annotated[
+        float | None,
+        typer.Option(min=1, help="Keep running: every N seconds, catch up and write a new "
+                     "snapshot if the store has moved on (until SIGTERM)."),
+    ] = None,
+    store: StoreOption = None,
+) -> None:
+    """Write the access index (facts and position) to FILE, to start processes from it."""
+    import signal
+    import threading
+    import time
+
+    from projections.snapshot import write_snapshot
+
+    target = file or os.environ.get("INTERLOCK_SNAPSHOT")
+    if not target:
+        raise fail("snapshot needs FILE (or INTERLOCK_SNAPSHOT)")
+    path = Path(target)
+    stop = threading.Event()
+    if every is not None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
+    try:
+        # Starts from the snapshot it replaces, when that fits: only newer events are read.
+        engine = open_engine(store or ctx.obj, snapshot=path)
+    except StoreURLError as error:
+        raise fail(f"--store: {error}") from None
+    try:
+        written: int | None = None
+        while True:
+            if engine.index.position != written:
+                started = time.perf_counter()
+                info = write_snapshot(engine.index, engine.app.recorder, path)
+                written = info.position
+                emit({"snapshot": str(path), "position": info.position,
+                      "bytes": info.payload_bytes,
+                      "seconds": round(time.perf_counter() - started, 2)})
+                sys.stdout.flush()
+            if every is None or stop.wait(every):
+                break
+            engine.catch_up()
+    finally:
+        engine.close()
 
 
 KafkaOption = Annotated[
@@ -343,7 +408,9 @@ def serve(
     except ConfigError as error:
         raise fail(str(error)) from None
     except ValidationError as error:
-        raise fail(f"--{command_error_from(error)}") from None
+        problem = command_error_from(error)
+        option = {"max_lag_seconds": "--max-lag", "wait_seconds": "--wait"}.get(problem.field)
+        raise fail(f"{option}: {problem.message}" if option else problem.message) from None
     if configured_tokens is None and not is_loopback(host):
         raise fail(f"refusing to serve on {host} without tokens: configure --tokens FILE or "
                    "INTERLOCK_TOKENS, or bind a loopback address")
@@ -435,3 +502,572 @@ def token_new(
         raise fail(f"--role: unknown {', '.join(unknown)}; expected decide, officer or auditor")
     token = new_token()
     emit({"token": token, "entry": {hash_token(token): {"name": name, "roles": sorted(set(role))}}})
+
+
+# ----------------------------------------------------------------- compliance officer tools
+# history, impact, diff, explain, replay, verify, report: DESIGN.md's questions of an officer,
+# answered from the same store and index as `decide` (projections.compliance, .audit).
+
+LimitOption = Annotated[
+    int, typer.Option("--limit", help="Rows to print per table (--json prints all).")
+]
+
+
+def _utc(value: str | None) -> str:
+    """An ISO timestamp as shown in tables: UTC, to the millisecond."""
+    if value is None:
+        return "—"
+    moment = datetime.fromisoformat(value)
+    return moment.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
+
+
+def _reasons(verdict: dict[str, Any]) -> str:
+    return ", ".join(f"{r['code']}={r['ref']}" if r["ref"] else r["code"]
+                     for r in verdict["reasons"])
+
+
+def _effect(verdict: dict[str, Any]) -> str:
+    colour = {"allow": "green", "deny": "red", "route": "yellow"}[verdict["effect"]]
+    routed = f" → {verdict['route_to']}" if verdict.get("route_to") else ""
+    return f"[{colour}]{verdict['effect']}{routed}[/] [dim]{_reasons(verdict)}[/]"
+
+
+def _more(shown: int, total: int) -> None:
+    if total > shown:
+        out.print(f"[dim]… {total - shown:,} more (--limit N, or --json for all)[/]")
+
+
+@app.command()
+def history(
+    ctx: typer.Context,
+    subject: Annotated[str, typer.Argument(help="Subject id.")],
+    model: Annotated[str | None, typer.Option(help="Only this model version.")] = None,
+    from_: Annotated[str | None, typer.Option("--from", help="Changes from this time.")] = None,
+    to: Annotated[str | None, typer.Option(help="Changes up to this time.")] = None,
+    limit: LimitOption = 100,
+    as_json: JsonOption = False,
+    store: StoreOption = None,
+) -> None:
+    """SUBJECT's facts and every change of its decisions, as they were made.
+
+    A change is listed where the decision at moment τ, with the facts known at τ, differs from
+    the one just before: when a fact was recorded, or when a known fact took effect."""
+    from projections import compliance
+
+    start, end = timestamp_option(from_, "--from"), timestamp_option(to, "--to")
+    with engine_for(ctx, store) as engine, engine.index.lock:
+        facts = engine.index.facts
+        if model is not None and model not in facts.models:
+            raise fail(f"--model: unknown model {model!r}", 1)
+        found = compliance.history(facts, subject, model, start, end)
+    if found is None:
+        raise fail(f"unknown subject {subject!r}: nothing is known about it", 1)
+    data = found.to_json()
+    if as_json:
+        emit(data)
+        return
+    out.print(f"[bold]{subject}[/] as known at position {data['as_of']:,} (times in UTC)")
+    facts_table = Table("kind", "values", "valid from", "valid until", "recorded", "position",
+                        "source", "evidence", title="Attestations", title_justify="left")
+    for a in data["attestations"]:
+        values = "; ".join(f"{k}: {', '.join(v) or '—'}" for k, v in a["values"].items())
+        facts_table.add_row(a["kind"], values, _utc(a["valid_from"]), _utc(a["valid_until"]),
+                            _utc(a["recorded_at"]), f"{a['position']:,}", a["source"],
+                            a["evidence"] or "")
+    for r in data["revocations"]:
+        facts_table.add_row(f"{r['kind']} revoked", "", _utc(r["effective_at"]), "",
+                            _utc(r["recorded_at"]), f"{r['position']:,}", "", "")
+    out.print(facts_table)
+    grants = Table("entitlement", "grantee", "models", "valid from", "valid until", "recorded",
+                   "position", "revoked", title="Entitlements", title_justify="left")
+    for e in data["entitlements"]:
+        ((kind, grantee),) = e["grantee"].items()
+        revoked = ", ".join(f"{_utc(r['effective_at'])} (pos {r['position']:,})"
+                            for r in e["revocations"])
+        grants.add_row(e["entitlement"], f"{kind} {grantee}", ", ".join(e["models"]),
+                       _utc(e["valid_from"]), _utc(e["valid_until"]), _utc(e["recorded_at"]),
+                       f"{e['position']:,}", revoked)
+    out.print(grants)
+    out.print("\n[bold]Decision changes, as decided at each moment[/]")
+    for change in data["changes"][:limit]:
+        cause = change["cause"]
+        mark = {"lost": "[red]▼ lost[/]", "gained": "[green]▲ gained[/]"}.get(
+            change["access"] or "", "· changed")
+        out.print(f"{_utc(change['at'])}  [bold]{change['model']}[/]  {mark}  "
+                  f"{_effect(change['before'])} → {_effect(change['after'])}")
+        out.print(f"    [dim]{change['kind']}:[/] {cause['event']} {cause['ref']} at position "
+                  f"{cause['position']:,}, recorded {_utc(cause['recorded_at'])}")
+    _more(limit, len(data["changes"]))
+    now = Table("model", "decision now", title="Now", title_justify="left")
+    for decision in data["decisions"]:
+        now.add_row(decision["model"], _effect(decision))
+    out.print(now)
+
+
+def _load_view(engine: Engine) -> Any:
+    """A private index with reach (candidate subjects), replayed with a progress bar."""
+    from projections.compliance import load_view
+
+    with _progress("reading the store") as advance:
+        return load_view(engine.app, progress=advance)
+
+
+@contextmanager
+def _progress(label: str) -> Iterator[Any]:
+    """A rich progress bar on stderr for a catch-up; yields the `progress` callback."""
+    import time
+
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    started = time.perf_counter()
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(label, total=None, rate="")
+
+        def advance(position: int, last: int) -> None:
+            elapsed = time.perf_counter() - started
+            rate = f"{position / elapsed:,.0f} events/s" if elapsed > 0 else ""
+            bar.update(task, completed=position, total=last, rate=rate)
+
+        yield advance
+
+
+def _impact_table(data: dict[str, Any]) -> Table:
+    models = data["compared"]["models"]
+    table = Table("reason", *models, "pairs", "subjects", title="Changed decisions by reason",
+                  title_justify="left")
+    for group in data["groups"]:
+        label = ("unknown " + ", ".join(group["unknown_attributes"])
+                 if group["group"] == "unknown_attribute" else "meets the predicate")
+        table.add_row(label, *(f"{group['by_model'].get(m, 0):,}" for m in models),
+                      f"{group['pairs']:,}", f"{group['subjects']:,}")
+    changed = data["changed"]
+    table.add_row("[bold]total[/]", *(f"[bold]{changed['by_model'].get(m, 0):,}[/]"
+                                      for m in models),
+                  f"[bold]{changed['pairs']:,}[/]", f"[bold]{changed['subjects']:,}[/]")
+    return table
+
+
+@app.command()
+def impact(
+    ctx: typer.Context,
+    directive: Annotated[str | None, typer.Argument(help="Directive id.")] = None,
+    what_if: Annotated[
+        str | None, typer.Option("--what-if", help="An issue_directive command (JSON file, or "
+                                 "- for stdin) to evaluate on current facts without storing it.")
+    ] = None,
+    limit: LimitOption = 20,
+    as_json: JsonOption = False,
+    store: StoreOption = None,
+) -> None:
+    """Every (subject, model) whose decision DIRECTIVE changed, grouped by reason.
+
+    Decisions at its effective time, as known just before and just after its position."""
+    from domain.commands import IssueDirective, parse_command
+    from projections import compliance
+
+    if (directive is None) == (what_if is None):
+        raise fail("impact needs DIRECTIVE, or --what-if FILE")
+    with engine_for(ctx, store, catch_up=False) as engine:
+        if what_if is not None:
+            with open_input(what_if) as stream:
+                text = stream.read()
+            try:
+                command = parse_command(json.loads(text))
+            except json.JSONDecodeError as error:
+                raise fail(f"{what_if}: not valid JSON: {error.msg}") from None
+            except CommandError as error:
+                raise fail(f"{what_if}: {error}") from None
+            if not isinstance(command, IssueDirective):
+                raise fail(f"{what_if}: --what-if takes an issue_directive command")
+            try:
+                with _progress("reading the store") as advance:
+                    result = compliance.what_if(engine.app, command, progress=advance)
+            except CommandError as error:
+                raise fail(f"{what_if}: {error}") from None
+        else:
+            view = _load_view(engine)
+            if directive not in view.facts.directives:
+                raise fail(f"unknown directive {directive!r}", 1)
+            result = compliance.impact(view.facts, directive, view.reach)
+    data = result.to_json()
+    if as_json:
+        emit(data)
+        return
+    hypothetical = " [yellow](what-if: not issued)[/]" if data["what_if"] else ""
+    out.print(f"[bold]{data['directive']}[/]{hypothetical} — {data['authority']} "
+              f"{data['reference']}")
+    out.print(f"received {_utc(data['received_at'])}, effective {_utc(data['effective_at'])}, "
+              f"recorded {_utc(data['recorded_at'])} at position {data['position']:,}")
+    compared = data["compared"]
+    out.print(f"compared at {_utc(compared['at'])} as known at positions {compared['before']:,} "
+              f"and {compared['after']:,}: {compared['subjects']:,} candidate subjects of "
+              f"{compared['of_subjects']:,}")
+    out.print(_impact_table(data))
+    rows = Table("subject", "model", "why", "before", "after", title="Changes",
+                 title_justify="left")
+    for row in data["changes"][:limit]:
+        why = ("unknown " + ", ".join(row["unknown_attributes"])
+               if row["group"] == "unknown_attribute" else "meets the predicate")
+        rows.add_row(row["subject"], row["model"], why, _effect(row["before"]),
+                     _effect(row["after"]))
+    out.print(rows)
+    _more(limit, len(data["changes"]))
+
+
+@app.command()
+def diff(
+    ctx: typer.Context,
+    from_: Annotated[str, typer.Option("--from", help="The earlier valid time.")],
+    to: Annotated[str, typer.Option(help="The later valid time.")],
+    model: Annotated[
+        str | None, typer.Option(help="A model id, family:NAME or * (default: all).")
+    ] = None,
+    as_of: Annotated[
+        int | None, typer.Option(help="As known at this position (default: now).")
+    ] = None,
+    limit: LimitOption = 20,
+    as_json: JsonOption = False,
+    store: StoreOption = None,
+) -> None:
+    """Who gained and who lost access between two valid times, and why."""
+    from projections import compliance
+
+    start, end = timestamp_option(from_, "--from"), timestamp_option(to, "--to")
+    assert start is not None and end is not None
+    with engine_for(ctx, store, catch_up=False) as engine:
+        view = _load_view(engine)
+        if model is not None and not compliance.models_matching(view.facts, model):
+            raise fail(f"--model: no registered model matches {model!r}", 1)
+        result = compliance.diff(view.facts, start, end, model, as_of, view.reach)
+    data = result.to_json()
+    if as_json:
+        emit(data)
+        return
+    out.print(f"from {_utc(data['from'])} to {_utc(data['to'])}, as known at position "
+              f"{data['as_of']:,} ({data['compared']['subjects']:,} of "
+              f"{data['compared']['of_subjects']:,} subjects could change)")
+    counts = Table("model", "lost", "gained", title="Access changes", title_justify="left")
+    for name in data["models"]:
+        counts.add_row(name, f"{data['counts']['lost'].get(name, 0):,}",
+                       f"{data['counts']['gained'].get(name, 0):,}")
+    out.print(counts)
+    for label in ("lost", "gained"):
+        rows = Table("subject", "model", f"at {_utc(data['from'])}", f"at {_utc(data['to'])}",
+                     title=label.capitalize(), title_justify="left")
+        for row in data[label][:limit]:
+            rows.add_row(row["subject"], row["model"], _effect(row["before"]),
+                         _effect(row["after"]))
+        out.print(rows)
+        _more(limit, len(data[label]))
+
+
+def _truth(value: bool | None) -> str:
+    return {True: "[green]true[/]", False: "[red]false[/]", None: "[yellow]unknown[/]"}[value]
+
+
+def _predicate_tree(node: dict[str, Any], tree: Any) -> None:
+    kind = node["node"]
+    if kind in ("any_of", "none_of"):
+        actual = "unknown" if node["actual"] is None else ", ".join(node["actual"]) or "none"
+        label = f"{node['attribute']} {kind} [{', '.join(node['values'])}] (is: {actual})"
+    elif kind == "us_person":
+        label = f"us_person is {str(node['expected']).lower()}"
+    else:
+        label = kind
+    branch = tree.add(f"{_truth(node['truth'])}  {label}")
+    for part in node.get("parts", ()):
+        _predicate_tree(part, branch)
+
+
+@app.command()
+def explain(
+    ctx: typer.Context,
+    subject: Annotated[str, typer.Argument(help="Subject id.")],
+    model: Annotated[str, typer.Argument(help="Model version id.")],
+    at: Annotated[str | None, typer.Option(help="Valid time (default now).")] = None,
+    as_of: Annotated[int | None, typer.Option(help="Use only facts up to this position.")] = None,
+    known_at: Annotated[
+        str | None, typer.Option(help="Use only facts recorded by this time.")
+    ] = None,
+    location: Annotated[str | None, typer.Option(help="Request location (country).")] = None,
+    purpose: Annotated[str | None, typer.Option(help="Request purpose.")] = None,
+    as_json: JsonOption = False,
+    store: StoreOption = None,
+) -> None:
+    """The decision and the facts it used, each predicate evaluated node by node."""
+    from datetime import UTC
+
+    from rich.tree import Tree
+
+    from domain.decision import Context
+    from projections import compliance
+
+    moment = timestamp_option(at, "--at") or datetime.now(UTC)
+    known = timestamp_option(known_at, "--known-at")
+    context = Context(location.upper() if location else None, purpose)
+    with engine_for(ctx, store) as engine, engine.index.lock:
+        data = compliance.explain(engine.index.facts, subject, model, moment, as_of, known,
+                                  context)
+    if as_json:
+        emit(data)
+        return
+    decision = data["decision"]
+    out.print(f"{_effect(decision)}  [bold]{subject}[/] → [bold]{model}[/] at "
+              f"{_utc(data['at'])}, as known at position {data['as_of']:,} (times in UTC)")
+    attributes = Table("attribute", "value", "from", "valid from", "valid until", "recorded",
+                       "position", "source", "evidence", title="Attributes",
+                       title_justify="left")
+    for name, entry in data["subject"]["attributes"].items():
+        value = "[yellow]unknown[/]" if entry["values"] is None else ", ".join(
+            entry["values"]) or "none"
+        a = entry.get("attestation")
+        if a is not None:
+            attributes.add_row(name, value, "attestation", _utc(a["valid_from"]),
+                               _utc(a["valid_until"]), _utc(a["recorded_at"]),
+                               f"{a['position']:,}", a["source"], a["evidence"] or "")
+        else:
+            attributes.add_row(name, value, entry.get("why_unknown") or entry["from"] or "",
+                               "", "", "", "", "", "")
+    out.print(attributes)
+    for step in data["models"]:
+        out.print(f"\n[bold]{step['model']}[/]: " + (
+            "not registered" if not step["registered"] else
+            f"family {step['family']}, registered at position {step['position']:,}"
+            + (", [red]withdrawn[/]" if step["withdrawn"] else "")))
+        grants = Table("entitlement", "via", "models", "valid from", "valid until", "position",
+                       "active", "covers", "matched", title="Entitlements considered",
+                       title_justify="left")
+        for e in step["entitlements"]:
+            grants.add_row(e["entitlement"], e["via"], ", ".join(e["models"]),
+                           _utc(e["valid_from"]), _utc(e["valid_until"]), f"{e['position']:,}",
+                           _truth(e["active"]), _truth(e["covers"]), _truth(e["matched"]))
+        out.print(grants)
+        for d in step["directives"]:
+            head = (f"[bold]{d['directive']}[/] {d['effect']} on {', '.join(d['models'])} "
+                    f"(position {d['position']:,}, effective {_utc(d['effective_at'])})")
+            if not d["in_force"]:
+                out.print(f"{head}: not in force — {d['why']}")
+                continue
+            verdict = "[red]applies[/]" if d["applies"] else "[green]does not apply[/]"
+            notes = [] if d["covers"] else ["does not cover this model"]
+            if d["exempt"]:
+                notes.append("exempts this subject")
+            tree = Tree(f"{head}: {verdict}" + (f" ({'; '.join(notes)})" if notes else "")
+                        + f"; on unknown: {d['on_unknown']}")
+            _predicate_tree(d["predicate"], tree)
+            out.print(tree)
+        if "route" in step:
+            out.print(f"routed by {step['route']['directive']} to [bold]{step['route']['to']}[/]")
+
+
+@app.command()
+def replay(
+    ctx: typer.Context,
+    until: Annotated[
+        str | None, typer.Option(help="Replay the events recorded by this time.")
+    ] = None,
+    as_of: Annotated[int | None, typer.Option(help="Replay up to this position.")] = None,
+    as_json: JsonOption = False,
+    store: StoreOption = None,
+) -> None:
+    """Rebuild the access index from the store and report events per second."""
+    from projections import audit
+
+    if until is not None and as_of is not None:
+        raise fail("give --until or --as-of, not both")
+    moment = timestamp_option(until, "--until")
+    with engine_for(ctx, store, catch_up=False) as engine:
+        position = as_of if moment is None else audit.position_recorded_by(engine.app, moment)
+        with _progress("replaying") as advance:
+            result = audit.replay(engine.app, position, progress=advance)
+        facts = result.index.facts
+        data = {
+            "position": result.position, "events": result.events,
+            "seconds": round(result.seconds, 3),
+            "events_per_second": round(result.events_per_second),
+            "subjects": len(facts.subjects), "models": len(facts.models),
+            "directives": len(facts.directives),
+            "digest": audit.state_digest(facts).digest,
+        }
+    if as_json:
+        emit(data)
+        return
+    out.print(f"replayed {data['events']:,} events up to position {data['position']:,} in "
+              f"{data['seconds']:.2f} s: [bold]{data['events_per_second']:,} events/s[/]")
+    out.print(f"index: {data['subjects']:,} subjects, {data['models']} models, "
+              f"{data['directives']} directives; state digest {data['digest']}")
+
+
+@app.command()
+def verify(
+    ctx: typer.Context,
+    expect_head: Annotated[
+        str | None, typer.Option(help="The chain head (hex) kept from an earlier verify.")
+    ] = None,
+    at: Annotated[
+        str | None, typer.Option(help="Valid time of the decisions compared (default now).")
+    ] = None,
+    decisions: Annotated[
+        bool, typer.Option(help="Also compare every (subject, model) decision.")
+    ] = True,
+    as_json: JsonOption = False,
+    store: StoreOption = None,
+) -> None:
+    """Check the store's hash chain and rebuild the index to compare it with the live one.
+
+    Exits 0 when both hold, 1 naming the first altered, removed or reordered position or the
+    first difference."""
+    from datetime import UTC
+
+    from projections import audit
+
+    moment = timestamp_option(at, "--at") or datetime.now(UTC)
+    url = store or ctx.obj
+    with audit.bulk_load():
+        _verify(url, moment, expect_head, decisions, as_json)
+
+
+def _verify(url: str | None, moment: datetime, expect_head: str | None, decisions: bool,
+            as_json: bool) -> None:
+    from projections import audit
+
+    live_error = None
+    try:
+        try:
+            engine = open_engine(url)
+        except StoreURLError:
+            raise
+        except Exception as error:  # a tampered event can fail the live catch-up anywhere
+            live_error = f"{type(error).__name__}: {error}"
+            engine = open_engine(url, catch_up=False)
+    except StoreURLError as error:
+        raise fail(f"--store: {error}") from None
+    try:
+        live = None if live_error is not None else engine.index
+        reached = engine.index.position
+        rebuilt = audit.Rebuilt(to_event=engine.app.mapper.to_domain_event)
+
+        with _progress("verifying") as advance:
+            last = engine.app.position
+
+            def seen(notification: Any) -> None:
+                if live is None or notification.id <= reached:
+                    rebuilt.feed(notification)
+                if notification.id % 5000 == 0:
+                    advance(notification.id, last)
+
+            chain = audit.verify_chain(engine.app, on_event=seen)
+        index = audit.compare_indexes(live, live_error, rebuilt, moment, decisions)
+    finally:
+        engine.close()
+    head_ok = expect_head is None or expect_head.lower() == chain.head_link
+    ok = chain.ok and index.ok and head_ok
+    data = {"ok": ok, "chain": chain.to_json(), "index": index.to_json(),
+            "expected_head": expect_head, "head_matches": head_ok if expect_head else None}
+    if as_json:
+        emit(data)
+    else:
+        _show_verify(chain, index, expect_head, head_ok)
+    if not ok:
+        first = chain.first
+        sys.stderr.write("verify: FAILED: " + (
+            f"position {first.position}: {first.problem}: {first.detail}" if first is not None
+            else index.difference or "the chain head differs from --expect-head") + "\n")
+        raise typer.Exit(1)
+
+
+def _show_verify(chain: Any, index: Any, expect_head: str | None, head_ok: bool) -> None:
+    if not chain.kept:
+        out.print("[yellow]chain[/]: not kept for this store (memory:)" if chain.ok else
+                  f"[red]chain: FAILED[/] — {chain.first.detail}")
+    elif chain.ok:
+        out.print(f"[green]chain: ok[/] — {chain.chained:,} events sealed; head at position "
+                  f"{chain.head_position:,}: {chain.head_link}")
+    else:
+        first = chain.first
+        out.print(f"[red]chain: FAILED[/] — first problem at position [bold]{first.position:,}"
+                  f"[/]: {first.problem}: {first.detail}")
+        for problem in sorted(chain.problems, key=lambda p: p.position)[1:10]:
+            out.print(f"  also position {problem.position:,}: {problem.problem}: "
+                      f"{problem.detail}")
+    if expect_head is not None:
+        out.print("[green]head: as expected[/]" if head_ok else
+                  f"[red]head: FAILED[/] — expected {expect_head}, found {chain.head_link}")
+    if index.ok:
+        out.print(f"[green]index: ok[/] — rebuilt from scratch to position {index.position:,}; "
+                  f"state digest {index.live_digest}; {index.decisions:,} decisions agree")
+    else:
+        out.print(f"[red]index: FAILED[/] — {index.difference}")
+
+
+@app.command()
+def report(
+    ctx: typer.Context,
+    html: Annotated[Path, typer.Option("--html", help="Where to write the HTML page.")],
+    directive: Annotated[
+        str | None, typer.Option(help="The order (default: the latest issued directive).")
+    ] = None,
+    tz: Annotated[
+        str, typer.Option("--tz", help="Display offset, e.g. -05:00 (default UTC).")
+    ] = "UTC",
+    before: Annotated[int, typer.Option(help="Minutes charted before the order.")] = 30,
+    after: Annotated[int, typer.Option(help="Minutes charted after the order.")] = 60,
+    revocations: Annotated[
+        Path | None, typer.Option(help="The embedded enforcer's JSON-lines log, for the "
+                                  "'enforced' time.")
+    ] = None,
+    rows: Annotated[int, typer.Option(help="Changed decisions and unknowns listed.")] = 100,
+    as_json: JsonOption = False,
+    store: StoreOption = None,
+) -> None:
+    """A self-contained HTML report on an order: timeline, access over time, impact, unknowns."""
+    from datetime import timedelta
+
+    from interlock.report import parse_offset, render
+    from projections import audit, compliance
+
+    try:
+        zone = parse_offset(tz)
+    except ValueError:
+        raise fail(f"--tz: expected UTC or an offset like -05:00, not {tz!r}") from None
+    log = None
+    if revocations is not None:
+        try:
+            log = compliance.load_enforcement_log(revocations.read_text().splitlines())
+        except (OSError, ValueError) as error:
+            raise fail(f"--revocations: {error}") from None
+    with engine_for(ctx, store, catch_up=False) as engine:
+        view = _load_view(engine)
+        facts = view.facts
+        if directive is None:
+            if not facts.directives:
+                raise fail("the store holds no directive to report on", 1)
+            directive = max(facts.directives.values(), key=lambda d: d.position).directive
+        if directive not in facts.directives:
+            raise fail(f"unknown directive {directive!r}", 1)
+        table = audit.ChainTable(engine.app.recorder)
+        head = table.head() if table.kept else None
+        data = compliance.order_report(
+            view, directive, before=timedelta(minutes=before), after=timedelta(minutes=after),
+            enforcement=log, chain_head=None if head is None else (head[0], head[1].hex()),
+        )
+    page = render(data, zone, rows)
+    html.parent.mkdir(parents=True, exist_ok=True)
+    html.write_text(page, encoding="utf-8")
+    summary = {"html": str(html), "bytes": len(page.encode()), "directive": directive,
+               "changed": len(data.impact.rows), "unknowns": len(data.unknowns)}
+    if as_json:
+        emit(summary)
+    else:
+        out.print(f"wrote {html} ({summary['bytes']:,} bytes): order {directive}, "
+                  f"{summary['changed']:,} changed decisions, {summary['unknowns']:,} unknowns "
+                  "still open")

@@ -4,10 +4,34 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 DEFAULT_STORE = "sqlite:///.interlock/interlock.db"
 STORE_VARIABLE = "INTERLOCK_STORE"
+SNAPSHOT_VARIABLE = "INTERLOCK_SNAPSHOT"
+
+POSTGRES_OPTIONS = {
+    "pool_size": "POSTGRES_POOL_SIZE",
+    "max_overflow": "POSTGRES_MAX_OVERFLOW",
+    "max_waiting": "POSTGRES_MAX_WAITING",
+    "connect_timeout": "POSTGRES_CONNECT_TIMEOUT",
+    "conn_max_age": "POSTGRES_CONN_MAX_AGE",
+    "pre_ping": "POSTGRES_PRE_PING",
+    "lock_timeout": "POSTGRES_LOCK_TIMEOUT",
+    "idle_in_transaction_session_timeout": "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT",
+    "schema": "POSTGRES_SCHEMA",
+}
+"""Connection-pool and session options of eventsourcing's PostgreSQL store: a query parameter of
+the store URL (`postgresql://.../db?pool_size=20`) or else the environment variable. Each
+process holds up to pool_size + max_overflow connections (eventsourcing's defaults: 5 + 10),
+plus one while it follows the store by LISTEN/NOTIFY; size them against max_connections."""
+
+CHAINED_RECORDERS = {
+    "sqlite": "projections.audit:ChainedSQLiteProcessRecorder",
+    "postgres": "projections.audit:ChainedPostgresProcessRecorder",
+}
+"""eventsourcing's process recorders, extended to seal every stored event into a hash chain in
+the same transaction (`interlock verify`; see projections/audit.py)."""
 
 
 class StoreURLError(ValueError):
@@ -18,11 +42,24 @@ def store_url(given: str | None = None) -> str:
     return given or os.environ.get(STORE_VARIABLE) or DEFAULT_STORE
 
 
+def is_postgres(url: str) -> bool:
+    """PostgreSQL stores are followed by LISTEN/NOTIFY; the others by polling."""
+    return urlsplit(url).scheme in ("postgresql", "postgres")
+
+
+def snapshot_path(given: str | Path | None = None) -> Path | None:
+    """The index snapshot to start from: `--snapshot FILE` or `INTERLOCK_SNAPSHOT`; none by
+    default."""
+    value = given or os.environ.get(SNAPSHOT_VARIABLE)
+    return Path(value) if value else None
+
+
 def store_environment(url: str) -> dict[str, str]:
     """The eventsourcing persistence settings for a store URL.
 
     `sqlite:///relative/path`, `sqlite:////absolute/path`, `memory:` and
-    `postgresql://user:password@host:port/dbname` are understood.
+    `postgresql://user:password@host:port/dbname[?pool_size=N&...]` (see POSTGRES_OPTIONS) are
+    understood.
     """
     if url == "memory:":
         return {"PERSISTENCE_MODULE": "eventsourcing.popo"}
@@ -37,19 +74,32 @@ def store_environment(url: str) -> dict[str, str]:
             "PERSISTENCE_MODULE": "eventsourcing.sqlite",
             "SQLITE_DBNAME": path,
             "SQLITE_LOCK_TIMEOUT": "10",
+            "PROCESS_RECORDER_TOPIC": CHAINED_RECORDERS["sqlite"],
         }
     if parts.scheme in ("postgresql", "postgres"):
         dbname = parts.path.removeprefix("/")
         if not (parts.hostname and dbname):
             raise StoreURLError(f"{url!r}: expected postgresql://user:password@host:port/dbname")
-        return {
+        env = {
             "PERSISTENCE_MODULE": "eventsourcing.postgres",
             "POSTGRES_DBNAME": unquote(dbname),
             "POSTGRES_HOST": parts.hostname,
             "POSTGRES_PORT": str(parts.port or 5432),
             "POSTGRES_USER": unquote(parts.username or ""),
             "POSTGRES_PASSWORD": unquote(parts.password or ""),
+            "PROCESS_RECORDER_TOPIC": CHAINED_RECORDERS["postgres"],
         }
+        env.update(
+            (variable, os.environ[variable])
+            for variable in POSTGRES_OPTIONS.values() if os.environ.get(variable)
+        )
+        for name, value in parse_qsl(parts.query, keep_blank_values=True):
+            if name not in POSTGRES_OPTIONS:
+                raise StoreURLError(
+                    f"{url!r}: unknown option {name!r}; known: {', '.join(POSTGRES_OPTIONS)}"
+                )
+            env[POSTGRES_OPTIONS[name]] = value
+        return env
     raise StoreURLError(
         f"{url!r}: unknown store; use sqlite:///PATH, postgresql://... or memory:"
     )

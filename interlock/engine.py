@@ -6,10 +6,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from domain.application import Clock, Interlock, SignatureCheck, system_clock
-from interlock.config import store_environment, store_url
+from interlock.config import is_postgres, snapshot_path, store_environment, store_url
 from interlock.revocations import RevocationLog
 from projections.access_index import AccessIndex
 from projections.enforcement import Enforcer
+from projections.postgres_follower import SubscriptionFollower
+from projections.snapshot import SnapshotInfo, restore_index
 from projections.store_follower import Progress, StoreFollower
 
 
@@ -20,6 +22,8 @@ class Engine:
     follower: StoreFollower
     revocations: RevocationLog | None = None
     """Embedded enforcement's output, when the engine enforces."""
+    snapshot: SnapshotInfo | None = None
+    """The snapshot the index started from, if one was loaded."""
 
     def catch_up(self, progress: Progress | None = None) -> int:
         return self.follower.catch_up(progress=progress)
@@ -36,20 +40,31 @@ def open_engine(
     check_signature: SignatureCheck | None = None,
     enforce: bool = False,
     revocation_file: Path | None = None,
+    snapshot: str | Path | None = None,
 ) -> Engine:
     """Opens the store named by `store` (or INTERLOCK_STORE) and builds its index;
     `check_signature` vets directive commands (see `interlock.signing`). With `enforce`, the
-    kill switch runs in-process and publishes to `engine.revocations` (and `revocation_file`)."""
-    app = Interlock(
-        env=store_environment(store_url(store)), clock=clock, check_signature=check_signature
-    )
-    index = AccessIndex()
+    kill switch runs in-process and publishes to `engine.revocations` (and `revocation_file`).
+
+    With `catch_up`, the index starts from the snapshot `snapshot` (or INTERLOCK_SNAPSHOT)
+    when one fits the store, and replays only the later events. Enforcing engines always
+    replay: the enforcer's reach indexes and timetable are built from the events themselves.
+    A PostgreSQL store is followed by LISTEN/NOTIFY (`SubscriptionFollower`), others by
+    polling (`StoreFollower`)."""
+    url = store_url(store)
+    app = Interlock(env=store_environment(url), clock=clock, check_signature=check_signature)
+    restored = None
+    path = snapshot_path(snapshot) if catch_up and not enforce else None
+    if path is not None:
+        restored = restore_index(path, app.recorder)
+    index, info = restored or (AccessIndex(), None)
+    follower_class = SubscriptionFollower if is_postgres(url) else StoreFollower
     if enforce:
         revocations = RevocationLog(revocation_file)
-        follower = StoreFollower(app, index, Enforcer(index), revocations.publish)
+        follower = follower_class(app, index, Enforcer(index), revocations.publish)
         engine = Engine(app, index, follower, revocations)
     else:
-        engine = Engine(app, index, StoreFollower(app, index))
+        engine = Engine(app, index, follower_class(app, index), snapshot=info)
     if catch_up:
         engine.catch_up()
     return engine

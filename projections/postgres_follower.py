@@ -35,10 +35,12 @@ RETRY_SECONDS = 0.2
 
 
 class ListeningSubscription(PostgresSubscription):
-    """eventsourcing's subscription, but it stops listening before its connection goes back
-    to the pool: a pooled connection left listening would queue every later notification in
-    memory for as long as it lives (an hour by default). Written against eventsourcing 9.5's
-    `PostgresSubscription._listen`; tests/postgres/test_follower.py checks the effect."""
+    """eventsourcing's subscription, but its listening connection is closed when it ends, not
+    given back to the pool: a pooled connection left listening would queue every later
+    notification in memory for as long as it lives (an hour by default). Closing rather than
+    UNLISTEN also never waits on a connection that died silently. Written against
+    eventsourcing 9.5's `PostgresSubscription._listen`; tests/postgres/test_follower.py checks
+    the effect."""
 
     def _listen(self) -> None:
         recorder = self._recorder
@@ -50,9 +52,8 @@ class ListeningSubscription(PostgresSubscription):
                         for _ in conn.notifies(timeout=0.1, stop_after=1):
                             self._has_been_notified.set()
                 finally:
-                    if not conn.broken:
-                        with contextlib.suppress(Exception):
-                            conn.execute("UNLISTEN *")
+                    with contextlib.suppress(Exception):
+                        conn.close()  # the pool replaces a closed connection
         except BaseException as error:
             if self._thread_error is None:
                 self._thread_error = error
@@ -154,9 +155,10 @@ class SubscriptionFollower(StoreFollower):
         next_check = 0.0
         while not self._stopping.wait(min(interval, self.check_interval)):
             if self.enforcer is not None and self.publish is not None:
-                due = self.enforcer.tick()
-                if due:
-                    self.publish(due)
+                with self._catching_up:  # the listener feeds the same enforcer
+                    due = self.enforcer.tick()
+                    if due:
+                        self.publish(due)
             now = time.monotonic()
             if now < next_check:
                 continue

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import copyreg
 import dataclasses
-import gc
 import hashlib
 import io
 import json
@@ -34,12 +33,14 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from functools import cache
 from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
 from eventsourcing.persistence import ApplicationRecorder
 
+from domain import facts as facts_module
 from domain.facts import (
     Attestation,
     DirectiveFacts,
@@ -49,6 +50,7 @@ from domain.facts import (
     SubjectFacts,
 )
 from projections.access_index import AccessIndex
+from projections.gc_pause import gc_paused
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +83,11 @@ class SnapshotInfo:
 def _reducer(cls: type) -> Callable[[Any], tuple[type, tuple[Any, ...]]]:
     """Pickles a slotted dataclass as its constructor call: several times faster to write and
     read than the generic slots protocol, and leaves out the memo fields."""
-    names = [f.name for f in dataclasses.fields(cls) if f.name not in _MEMOS.get(cls, ())]
+    memos = _MEMOS.get(cls, ())
+    names = [f.name for f in dataclasses.fields(cls) if f.name not in memos]
+    hidden = [f.name for f in dataclasses.fields(cls) if not f.init and f.name not in memos]
+    if hidden:  # the constructor could not restore them: refuse to write what cannot be read
+        raise TypeError(f"{cls.__qualname__}: fields outside __init__ {hidden}")
     get = attrgetter(*names)
     return lambda obj: (cls, get(obj))
 
@@ -90,12 +96,18 @@ _DISPATCH = copyreg.dispatch_table.copy()
 _DISPATCH.update({cls: _reducer(cls) for cls in _CLASSES})
 
 
+@cache
 def layout() -> str:
-    """A digest of what a snapshot stores: changes whenever the fact base's shape does."""
-    shape = {cls.__qualname__: [f.name for f in dataclasses.fields(cls)] for cls in _CLASSES}
+    """A digest of what a snapshot stores and of the code that gives it meaning: the fact
+    base's fields and the source of `domain.facts`. Any change to either refuses older
+    snapshots (one full replay after an upgrade) rather than risk misreading them."""
+    shape: dict[str, Any] = {
+        cls.__qualname__: [f.name for f in dataclasses.fields(cls)] for cls in _CLASSES
+    }
     shape["FactBase"] = sorted(vars(FactBase()))
-    text = json.dumps([FORMAT, shape], sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    digest = hashlib.sha256(json.dumps([FORMAT, shape], sort_keys=True).encode())
+    digest.update(Path(facts_module.__file__ or "").read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def event_digest(recorder: ApplicationRecorder, position: int) -> str | None:
@@ -182,13 +194,8 @@ def load_snapshot(path: Path, recorder: ApplicationRecorder) -> tuple[FactBase, 
         hashlib.sha256(payload).hexdigest() != info.payload_sha256
     ):
         raise SnapshotError(f"{path}: damaged (its payload does not match its digest)")
-    enabled = gc.isenabled()
-    gc.disable()  # millions of new objects, none of them garbage: collections would be wasted
-    try:
+    with gc_paused(freeze=True):  # millions of long-lived objects, none of them garbage
         facts = pickle.loads(payload)
-    finally:
-        if enabled:
-            gc.enable()
     if not isinstance(facts, FactBase) or facts.position != info.position:
         raise SnapshotError(f"{path}: the payload is not the fact base its header describes")
     return facts, info

@@ -35,9 +35,9 @@ ORDER = {
 AFTER_ORDER = "2026-11-26T22:30:00+00:00"
 
 
-def run(*args: str, stdin: str | None = None, store: Path) -> subprocess.CompletedProcess[str]:
+def run(*args: str, stdin: str | None = None, store: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [INTERLOCK, *args, "--store", f"sqlite:///{store}"], input=stdin, capture_output=True,
+        [INTERLOCK, *args, "--store", store], input=stdin, capture_output=True,
         text=True, timeout=120, check=False,
     )
 
@@ -46,9 +46,12 @@ def jsonl(*commands: dict) -> str:
     return "".join(json.dumps(command) + "\n" for command in commands)
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Path:
-    return tmp_path / "store.db"
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Every CLI test runs on an SQLite file and on a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/store.db"
+    return str(request.getfixturevalue("fresh_postgres_db"))
 
 
 @pytest.fixture
@@ -58,7 +61,7 @@ def commands_file(tmp_path: Path) -> Path:
     return path
 
 
-def test_apply_prints_count_and_position(store: Path, commands_file: Path) -> None:
+def test_apply_prints_count_and_position(store: str, commands_file: Path) -> None:
     result = run("apply", str(commands_file), store=store)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
@@ -66,7 +69,7 @@ def test_apply_prints_count_and_position(store: Path, commands_file: Path) -> No
     assert report["position"] == int(run("position", store=store).stdout)
 
 
-def test_decide_json_is_the_normative_decision(store: Path, commands_file: Path) -> None:
+def test_decide_json_is_the_normative_decision(store: str, commands_file: Path) -> None:
     run("apply", str(commands_file), store=store)
     denied = json.loads(run("decide", "u-2", "fable-5", "--at", AFTER_ORDER, "--json",
                             store=store).stdout)
@@ -85,7 +88,7 @@ def test_decide_json_is_the_normative_decision(store: Path, commands_file: Path)
 
 
 def test_decide_as_of_an_earlier_position_ignores_later_facts(
-    store: Path, commands_file: Path
+    store: str, commands_file: Path
 ) -> None:
     run("apply", str(commands_file), store=store)
     before_order = int(run("position", store=store).stdout) - 1
@@ -95,7 +98,7 @@ def test_decide_as_of_an_earlier_position_ignores_later_facts(
     assert decision["as_of"] == before_order
 
 
-def test_decide_prints_a_readable_verdict(store: Path, commands_file: Path) -> None:
+def test_decide_prints_a_readable_verdict(store: str, commands_file: Path) -> None:
     run("apply", str(commands_file), store=store)
     result = run("decide", "u-2", "fable-5", "--at", AFTER_ORDER, store=store)
     assert result.returncode == 0
@@ -103,12 +106,12 @@ def test_decide_prints_a_readable_verdict(store: Path, commands_file: Path) -> N
     assert "bis-2026-0417" in result.stdout
 
 
-def test_apply_reads_stdin(store: Path) -> None:
+def test_apply_reads_stdin(store: str) -> None:
     result = run("apply", "-", stdin=jsonl(*SETUP), store=store)
     assert json.loads(result.stdout)["applied"] == len(SETUP)
 
 
-def test_bad_line_exits_2_naming_it_and_keeps_the_lines_before(store: Path) -> None:
+def test_bad_line_exits_2_naming_it_and_keeps_the_lines_before(store: str) -> None:
     bad = dict(SETUP[3], valid_from="2026-01-01T00:00:00")
     result = run("apply", "-", stdin=jsonl(*SETUP[:3], bad, SETUP[4]), store=store)
     assert result.returncode == 2
@@ -134,14 +137,14 @@ def test_bad_line_exits_2_naming_it_and_keeps_the_lines_before(store: Path) -> N
          '"models": ["ghost-1"]}', "line 1: models: unknown model 'ghost-1'"),
     ],
 )
-def test_bad_input_is_named(store: Path, line: str, message: str) -> None:
+def test_bad_input_is_named(store: str, line: str, message: str) -> None:
     result = run("apply", "-", stdin=line + "\n", store=store)
     assert result.returncode == 2
     assert result.stderr.startswith(message), result.stderr
     assert run("position", store=store).stdout.strip() == "0"
 
 
-def test_continue_applies_good_lines_and_lists_bad_ones(store: Path) -> None:
+def test_continue_applies_good_lines_and_lists_bad_ones(store: str) -> None:
     lines = jsonl(SETUP[0], {"type": "nope"}, SETUP[1], {"type": "register_model"})
     result = run("apply", "--continue", "-", stdin=lines, store=store)
     assert result.returncode == 2
@@ -149,14 +152,14 @@ def test_continue_applies_good_lines_and_lists_bad_ones(store: Path) -> None:
     assert [line.split(":")[0] for line in result.stderr.splitlines()] == ["line 2", "line 4"]
 
 
-def test_reapplying_commands_with_ids_stores_nothing_new(store: Path) -> None:
+def test_reapplying_commands_with_ids_stores_nothing_new(store: str) -> None:
     lines = jsonl(*(dict(command, command_id=f"c-{i}") for i, command in enumerate(SETUP)))
     first = json.loads(run("apply", "-", stdin=lines, store=store).stdout)
     second = json.loads(run("apply", "-", stdin=lines, store=store).stdout)
     assert second == {"applied": 0, "position": first["position"]}
 
 
-def test_decide_batch_answers_each_request_in_order(store: Path, commands_file: Path) -> None:
+def test_decide_batch_answers_each_request_in_order(store: str, commands_file: Path) -> None:
     run("apply", str(commands_file), store=store)
     requests = jsonl(
         {"subject": "u-1", "model": "fable-5", "at": AFTER_ORDER},
@@ -172,7 +175,7 @@ def test_decide_batch_answers_each_request_in_order(store: Path, commands_file: 
                        ("u-2", "opus-4.8", "allow"), ("u-9", "mythos-5", "deny")]
 
 
-def test_decide_batch_names_a_bad_request_line(store: Path) -> None:
+def test_decide_batch_names_a_bad_request_line(store: str) -> None:
     requests = jsonl({"subject": "u-1", "model": "fable-5"},
                      {"subject": "u-1", "model": "fable-5", "at": "2026-11-26T17:00:00"})
     result = run("decide", "--batch", "-", stdin=requests, store=store)
@@ -181,13 +184,13 @@ def test_decide_batch_names_a_bad_request_line(store: Path) -> None:
     assert len(result.stdout.splitlines()) == 1
 
 
-def test_decide_rejects_a_timestamp_without_offset(store: Path) -> None:
+def test_decide_rejects_a_timestamp_without_offset(store: str) -> None:
     result = run("decide", "u-1", "fable-5", "--at", "2026-11-26T17:25:00", store=store)
     assert result.returncode == 2
     assert result.stderr.startswith("--at: timestamp needs a UTC offset")
 
 
-def test_known_at_answers_as_known_at_a_recorded_time(store: Path, commands_file: Path) -> None:
+def test_known_at_answers_as_known_at_a_recorded_time(store: str, commands_file: Path) -> None:
     run("apply", str(commands_file), store=store)
     before_anything = "2000-01-01T00:00:00+00:00"
     decision = json.loads(run("decide", "u-1", "fable-5", "--known-at", before_anything,
@@ -196,9 +199,9 @@ def test_known_at_answers_as_known_at_a_recorded_time(store: Path, commands_file
     assert decision["reasons"] == [{"code": "unknown_model", "ref": None}]
 
 
-def test_demo_tells_the_order_timeline(tmp_path: Path) -> None:
+def test_demo_tells_the_order_timeline(store: str) -> None:
     result = subprocess.run(
-        [INTERLOCK, "demo", "--subjects", "400", "--store", f"sqlite:///{tmp_path}/demo.db"],
+        [INTERLOCK, "demo", "--subjects", "400", "--store", store],
         capture_output=True, text=True, timeout=120, check=False,
         env={"COLUMNS": "200", "PATH": ""},
     )

@@ -1,0 +1,1 @@
+"""The HTTP decision service (`interlock serve`): FastAPI over the embedded engine."""

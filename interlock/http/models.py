@@ -1,0 +1,213 @@
+"""Request and response bodies of the HTTP API, as pydantic models (they make /openapi.json).
+
+Hot paths parse with these models' validators but answer with pre-serialised JSON; the response
+models still describe exactly what is sent.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+
+from domain.commands import Command
+from domain.queries import MAX_POSITION, DecisionRequest
+
+MAX_BATCH = 10_000
+"""Requests per /v1/decide/batch call: bounds one call's memory and time, not throughput."""
+
+Position = Annotated[int, Field(ge=0, le=MAX_POSITION)]
+Time = Annotated[
+    datetime,
+    PlainSerializer(lambda moment: moment.astimezone(UTC).isoformat(), return_type=str,
+                    when_used="json"),
+]
+"""Written as `Decision.to_json` writes `at` (`+00:00`, not `Z`), so every time in every body
+has one form."""
+Effect = Literal["allow", "deny", "route"]
+ReasonCode = Literal[
+    "unknown_model", "model_withdrawn", "no_entitlement", "entitled", "directive",
+    "unknown_attribute", "route", "route_target_denied", "route_cycle", "stale_index",
+]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DecideIn(DecisionRequest):
+    """A decision request; `min_position` (like `as_of`) asks for read-your-writes: a replica
+    whose index is behind it waits briefly, then answers 409 rather than a stale decision."""
+
+    min_position: Position | None = None
+
+    @property
+    def required_position(self) -> int:
+        return max(self.min_position or 0, self.as_of or 0)
+
+
+class BatchIn(_Body):
+    requests: Annotated[list[DecideIn], Field(max_length=MAX_BATCH)]
+
+
+class ReasonOut(_Body):
+    code: ReasonCode
+    ref: str | None
+
+
+class DecisionOut(_Body):
+    """The normative decision JSON of DESIGN.md."""
+
+    subject: str
+    model: str
+    effect: Effect
+    route_to: str | None
+    disclosed: bool
+    reasons: list[ReasonOut]
+    at: Time
+    as_of: Position
+
+
+class BatchOut(_Body):
+    decisions: list[DecisionOut]
+    """In request order."""
+
+
+class CommandListIn(_Body):
+    commands: list[Command]
+    """Applied in order; the first refused one stops the list, the ones before it are kept."""
+
+
+class AppliedOut(_Body):
+    applied: int
+    """Commands stored (a repeated `command_id` is not counted)."""
+    position: Position
+    """The store position after them: pass it as `min_position` to read your writes."""
+
+
+class ErrorOut(_Body):
+    error: str
+    field: str | None = None
+    """The dotted path of what is wrong, e.g. `requests.3.at` or `signature`."""
+    index: int | None = None
+    """Which item of a list it is about."""
+
+
+class CommandRejectedOut(ErrorOut):
+    """A refused command: nothing of it was stored; the `applied` commands before it were."""
+
+    applied: int
+    position: Position
+
+
+class BehindOut(ErrorOut):
+    """The index had not reached the asked position within the wait bound."""
+
+    position: Position
+    """This replica's index position."""
+    required: Position
+
+
+class PositionOut(_Body):
+    position: Position
+    """The last stored event's position."""
+    index_position: Position
+    """The last event this replica's index has applied: decisions are `as_of` it."""
+
+
+class HealthOut(_Body):
+    status: Literal["ok"] = "ok"
+
+
+class ReadyOut(_Body):
+    ready: bool
+    index_position: Position
+    store_position: Position
+    """The store's last position when it was last read (every refresh interval)."""
+    lag_positions: Position
+    lag_seconds: Annotated[float, Field(ge=0)]
+    """How long the oldest stored event the index lacks has been in the store."""
+    max_lag_seconds: float
+    store_checked_seconds_ago: Annotated[float, Field(ge=0)]
+
+
+class AttestationOut(_Body):
+    kind: Literal["nationality", "location", "employer"]
+    values: dict[str, list[str]]
+    """The attributes it gives: citizenship and residency, location, or employer."""
+    valid_from: Time
+    valid_until: Time | None
+    recorded_at: Time
+    position: Position
+    source: str
+    evidence: str | None
+
+
+class RevocationOut(_Body):
+    effective_at: Time
+    recorded_at: Time | None
+    position: Position
+
+
+class AttestationRevocationOut(RevocationOut):
+    kind: Literal["nationality", "location", "employer"]
+
+
+class EntitlementOut(_Body):
+    entitlement: str
+    grantee: dict[Literal["subject", "org"], str]
+    models: list[str]
+    valid_from: Time
+    valid_until: Time | None
+    recorded_at: Time
+    position: Position
+    revocations: list[RevocationOut]
+
+
+class HistoryOut(_Body):
+    """What is known about a subject, each fact with its valid time, recorded time and
+    position, and the current decision per registered model."""
+
+    subject: str
+    as_of: Position
+    attestations: list[AttestationOut]
+    """In the order they were recorded."""
+    revocations: list[AttestationRevocationOut]
+    entitlements: list[EntitlementOut]
+    """The subject's own, and those of every org it was attested to work for."""
+    decisions: list[DecisionOut]
+
+
+class ChangeOut(_Body):
+    subject: str
+    model: str
+    before: DecisionOut
+    after: DecisionOut
+
+
+class ImpactOut(_Body):
+    """The (subject, model) pairs whose decision at the directive's effective time differs
+    between the position before it was issued and the position it was issued at."""
+
+    directive: str
+    position: Position
+    effective_at: Time
+    models: list[str]
+    """The registered models it covered when issued."""
+    subjects: int
+    """How many subjects were compared."""
+    changes: list[ChangeOut]
+
+
+class DiffOut(BaseModel):
+    """Who gained or lost access (an `allow` decision) between two valid times, as known now."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    from_: Time = Field(alias="from")
+    to: Time
+    as_of: Position
+    models: list[str]
+    gained: list[ChangeOut]
+    lost: list[ChangeOut]
