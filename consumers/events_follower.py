@@ -2,7 +2,8 @@
 
 Any number of replicas can follow the one events topic; each knows its position (the last
 `position` header applied) and skips records at positions it has already applied, so the
-relay's rare duplicate is harmless.
+relay's rare duplicate is harmless, and an index started from a snapshot only decodes what
+came after it.
 """
 
 from __future__ import annotations

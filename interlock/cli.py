@@ -388,6 +388,17 @@ def serve(
                             "before answering 409.")
     ] = 2.0,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
+    follow: Annotated[
+        str, typer.Option(help="store: embedded, the index follows the store and the kill "
+                          "switch runs in-process; kafka: a decision replica following "
+                          "interlock.events.")
+    ] = "store",
+    kafka: KafkaOption = None,
+    topic_prefix: PrefixOption = "",
+    revocations: Annotated[
+        str | None, typer.Option(help="Embedded mode: also append access changes to this "
+                                 "JSON-lines file.")
+    ] = None,
     store: StoreOption = None,
 ) -> None:
     """Serve the HTTP API (FastAPI on uvicorn); OpenAPI at /docs."""
@@ -403,13 +414,15 @@ def serve(
         settings = ServeSettings(
             store=store, tokens=None if configured_tokens is None else configured_tokens.table,
             officer_keys=None if keys is None else keys.table(), max_lag_seconds=max_lag,
-            wait_seconds=wait,
+            wait_seconds=wait, follow=follow, kafka=kafka, topic_prefix=topic_prefix,
+            revocation_file=revocations,
         )
     except ConfigError as error:
         raise fail(str(error)) from None
     except ValidationError as error:
         problem = command_error_from(error)
-        option = {"max_lag_seconds": "--max-lag", "wait_seconds": "--wait"}.get(problem.field)
+        option = {"max_lag_seconds": "--max-lag", "wait_seconds": "--wait",
+                  "follow": "--follow"}.get(problem.field)
         raise fail(f"{option}: {problem.message}" if option else problem.message) from None
     if configured_tokens is None and not is_loopback(host):
         raise fail(f"refusing to serve on {host} without tokens: configure --tokens FILE or "

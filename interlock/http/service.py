@@ -22,12 +22,14 @@ from domain.commands import CommandError, parse_command
 from domain.decision import Decision, Reason
 from domain.queries import DecisionRequest
 from interlock.auth import Tokens
+from interlock.config import snapshot_path
 from interlock.engine import Engine, open_engine
 from interlock.http.freshness import Freshness, Refresher
 from interlock.http.metrics import Metrics
 from interlock.http.settings import ServeSettings
 from interlock.signing import OfficerKeys
 from projections.access_index import AccessIndex
+from projections.snapshot import restore_index
 
 STALE = (Reason("stale_index"),)
 POLL_SECONDS = 0.01
@@ -90,7 +92,9 @@ class Service:
             topics = Topics.prefixed(settings.topic_prefix) if settings.topic_prefix else (
                 DEFAULT_TOPICS
             )
-            self.index = AccessIndex()
+            snapshot = snapshot_path()
+            restored = snapshot and restore_index(snapshot, self.engine.app.recorder)
+            self.index = restored[0] if restored else AccessIndex()
             self._events = EventsFollower(self.index, settings.kafka or "", topics)
             self._events.catch_up()
             self._events.follow()
