@@ -151,36 +151,29 @@ class Subject(Aggregate):
     class Registered(Aggregate.Created):
         subject: str
 
-    class NationalityAttested(Aggregate.Event):
+    class Attested(Aggregate.Event):
+        """What every attestation carries: when it holds, and where it comes from."""
+
+        valid_from: datetime
+        valid_until: datetime | None
+        source: str
+        evidence: str | None
+
+        def apply(self, aggregate: Subject) -> None:
+            aggregate.attested.add(self.kind)
+
+    class NationalityAttested(Attested):
         citizenships: list[str]
         residencies: list[str]
-        valid_from: datetime
-        valid_until: datetime | None
-        source: str
-        evidence: str | None
+        kind = "nationality"
 
-        def apply(self, aggregate: Subject) -> None:
-            aggregate.attested.add("nationality")
-
-    class LocationAttested(Aggregate.Event):
+    class LocationAttested(Attested):
         country: str
-        valid_from: datetime
-        valid_until: datetime | None
-        source: str
-        evidence: str | None
+        kind = "location"
 
-        def apply(self, aggregate: Subject) -> None:
-            aggregate.attested.add("location")
-
-    class EmployerAttested(Aggregate.Event):
+    class EmployerAttested(Attested):
         org: str
-        valid_from: datetime
-        valid_until: datetime | None
-        source: str
-        evidence: str | None
-
-        def apply(self, aggregate: Subject) -> None:
-            aggregate.attested.add("employer")
+        kind = "employer"
 
     class AttestationRevoked(Aggregate.Event):
         kind: str
@@ -196,14 +189,8 @@ class Subject(Aggregate):
             cls.Registered, id=subject_key(subject), timestamp=recorded_at, subject=subject
         )
 
-    def attest_nationality(self, recorded_at: datetime, **facts: Any) -> None:
-        self.trigger_event(self.NationalityAttested, timestamp=recorded_at, **facts)
-
-    def attest_location(self, recorded_at: datetime, **facts: Any) -> None:
-        self.trigger_event(self.LocationAttested, timestamp=recorded_at, **facts)
-
-    def attest_employer(self, recorded_at: datetime, **facts: Any) -> None:
-        self.trigger_event(self.EmployerAttested, timestamp=recorded_at, **facts)
+    def attest(self, attested: type[Attested], recorded_at: datetime, **facts: Any) -> None:
+        self.trigger_event(attested, timestamp=recorded_at, **facts)
 
     def revoke_attestation(self, kind: str, effective_at: datetime, recorded_at: datetime) -> None:
         if kind not in self.attested:

@@ -245,43 +245,15 @@ class CommandBatch:
             subject = self._add(Subject.register(subject_id, now))
         return subject
 
-    def _attest_nationality(self, c: AttestNationality, now: datetime) -> list[Aggregate]:
+    def _attest(
+        self, c: AttestNationality | AttestLocation | AttestEmployer, now: datetime
+    ) -> list[Aggregate]:
         valid_from = self._valid_from(c.valid_from, c.valid_until, now)
         subject = self._subject(c.subject, now)
-        subject.attest_nationality(
-            now,
-            citizenships=sorted(set(c.citizenships)),
-            residencies=sorted(set(c.residencies)),
-            valid_from=valid_from,
-            valid_until=c.valid_until,
-            source=c.source,
-            evidence=c.evidence,
-        )
-        return [subject]
-
-    def _attest_location(self, c: AttestLocation, now: datetime) -> list[Aggregate]:
-        valid_from = self._valid_from(c.valid_from, c.valid_until, now)
-        subject = self._subject(c.subject, now)
-        subject.attest_location(
-            now,
-            country=c.country,
-            valid_from=valid_from,
-            valid_until=c.valid_until,
-            source=c.source,
-            evidence=c.evidence,
-        )
-        return [subject]
-
-    def _attest_employer(self, c: AttestEmployer, now: datetime) -> list[Aggregate]:
-        valid_from = self._valid_from(c.valid_from, c.valid_until, now)
-        subject = self._subject(c.subject, now)
-        subject.attest_employer(
-            now,
-            org=c.org,
-            valid_from=valid_from,
-            valid_until=c.valid_until,
-            source=c.source,
-            evidence=c.evidence,
+        attested, facts = _attested(c)
+        subject.attest(
+            attested, now, valid_from=valid_from, valid_until=c.valid_until, source=c.source,
+            evidence=c.evidence, **facts,
         )
         return [subject]
 
@@ -328,15 +300,29 @@ class CommandBatch:
         return [directive]
 
 
+def _attested(
+    c: AttestNationality | AttestLocation | AttestEmployer,
+) -> tuple[type[Subject.Attested], dict[str, Any]]:
+    """The event an attestation command becomes, and the facts particular to its kind."""
+    if isinstance(c, AttestNationality):
+        return Subject.NationalityAttested, {
+            "citizenships": sorted(set(c.citizenships)),
+            "residencies": sorted(set(c.residencies)),
+        }
+    if isinstance(c, AttestLocation):
+        return Subject.LocationAttested, {"country": c.country}
+    return Subject.EmployerAttested, {"org": c.org}
+
+
 _HANDLERS: dict[type, Callable[[CommandBatch, Any, datetime], list[Aggregate]]] = {
     RegisterModel: CommandBatch._register_model,
     WithdrawModel: CommandBatch._withdraw_model,
     ReinstateModel: CommandBatch._reinstate_model,
     GrantEntitlement: CommandBatch._grant_entitlement,
     RevokeEntitlement: CommandBatch._revoke_entitlement,
-    AttestNationality: CommandBatch._attest_nationality,
-    AttestLocation: CommandBatch._attest_location,
-    AttestEmployer: CommandBatch._attest_employer,
+    AttestNationality: CommandBatch._attest,
+    AttestLocation: CommandBatch._attest,
+    AttestEmployer: CommandBatch._attest,
     RevokeAttestation: CommandBatch._revoke_attestation,
     IssueDirective: CommandBatch._issue_directive,
     AmendDirective: CommandBatch._amend_directive,

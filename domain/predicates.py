@@ -35,21 +35,29 @@ class PredicateError(ValueError):
         self.path = path
 
 
+def _junction(parts: tuple[Predicate, ...], lookup: AttributeLookup, decisive: bool) -> Outcome:
+    """Kleene `all` (False decides) and `any` (True decides); otherwise an unknown part makes
+    the whole unknown, naming what every unknown part was missing."""
+    unknowns: set[str] = set()
+    undecided = False
+    for part in parts:
+        truth, missing = part.evaluate(lookup)
+        if truth is decisive:
+            return _TRUE if decisive else _FALSE
+        if truth is None:
+            undecided = True
+            unknowns |= missing
+    if undecided:
+        return (None, frozenset(unknowns))
+    return _FALSE if decisive else _TRUE
+
+
 @dataclass(frozen=True, slots=True)
 class AllOf:
     parts: tuple[Predicate, ...]
 
     def evaluate(self, lookup: AttributeLookup) -> Outcome:
-        unknowns: set[str] = set()
-        undecided = False
-        for part in self.parts:
-            truth, missing = part.evaluate(lookup)
-            if truth is False:
-                return _FALSE
-            if truth is None:
-                undecided = True
-                unknowns |= missing
-        return (None, frozenset(unknowns)) if undecided else _TRUE
+        return _junction(self.parts, lookup, decisive=False)
 
     def to_data(self) -> dict[str, Any]:
         return {"all": [part.to_data() for part in self.parts]}
@@ -60,16 +68,7 @@ class AnyOf:
     parts: tuple[Predicate, ...]
 
     def evaluate(self, lookup: AttributeLookup) -> Outcome:
-        unknowns: set[str] = set()
-        undecided = False
-        for part in self.parts:
-            truth, missing = part.evaluate(lookup)
-            if truth is True:
-                return _TRUE
-            if truth is None:
-                undecided = True
-                unknowns |= missing
-        return (None, frozenset(unknowns)) if undecided else _FALSE
+        return _junction(self.parts, lookup, decisive=True)
 
     def to_data(self) -> dict[str, Any]:
         return {"any": [part.to_data() for part in self.parts]}

@@ -127,13 +127,13 @@ def build_events() -> list[DomainEvent]:
                                     at(-59))
 
     subject = Subject.register("u-1", recorded_at=at(-30))
-    subject.attest_nationality(at(-30), citizenships=["DE", "US"], residencies=["FR"],
-                               valid_from=datetime(1990, 5, 1, tzinfo=UTC), valid_until=None,
-                               source="passport-kyc", evidence="doc-9")
-    subject.attest_location(at(-29), country="FR", valid_from=at(-29), valid_until=at(31),
-                            source="ip-geo", evidence=None)
-    subject.attest_employer(at(-28), org="acme", valid_from=at(-1000), valid_until=None,
-                            source="hr-feed", evidence="contract 7")
+    subject.attest(Subject.NationalityAttested, at(-30), citizenships=["DE", "US"],
+                   residencies=["FR"], valid_from=datetime(1990, 5, 1, tzinfo=UTC),
+                   valid_until=None, source="passport-kyc", evidence="doc-9")
+    subject.attest(Subject.LocationAttested, at(-29), country="FR", valid_from=at(-29),
+                   valid_until=at(31), source="ip-geo", evidence=None)
+    subject.attest(Subject.EmployerAttested, at(-28), org="acme", valid_from=at(-1000),
+                   valid_until=None, source="hr-feed", evidence="contract 7")
     subject.revoke_attestation("location", at(6), recorded_at=at(7))
 
     issue = COMMANDS["issue_directive"][1]
