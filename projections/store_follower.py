@@ -118,6 +118,7 @@ class StoreFollower:
         while not self._stopping.wait(interval):
             self.catch_up()
             if self.enforcer is not None and self.publish is not None:
-                due = self.enforcer.tick()
+                with self._catching_up:
+                    due = self.enforcer.tick()
                 if due:
                     self.publish(due)
