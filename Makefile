@@ -25,6 +25,8 @@ services:
 	@if [ -z "$${INTERLOCK_POSTGRES-}" ] && [ "$$(id -u)" = 0 ] \
 	    && ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then \
 	    scripts/postgres-local.sh install; fi
+	@if [ "$$(id -u)" = 0 ] && [ ! -x /usr/bin/chromium ]; then \
+	    apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium; fi
 	@if [ -z "$${INTERLOCK_KAFKA-}" ]; then \
 	    scripts/kafka-local.sh fetch >/dev/null || echo "make services: Kafka jars not fetched" >&2; fi
 
