@@ -26,6 +26,7 @@ class Topics:
 
     @classmethod
     def prefixed(cls, prefix: str) -> Topics:
+        """The four names behind `prefix` (the usual names for an empty one)."""
         return cls(*(f"{prefix}{name}" for name in (
             cls.commands, cls.dlq, cls.events, cls.enforcement
         )))

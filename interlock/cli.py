@@ -310,13 +310,13 @@ def run_until_signalled(name: str, process: Any, progress: Any) -> None:
 
 
 def kafka_for(kafka: str | None, prefix: str) -> tuple[str, Any]:
-    from consumers.kafka import DEFAULT_TOPICS, Topics, bootstrap_servers, ensure_topics
+    from consumers.kafka import Topics, bootstrap_servers, ensure_topics
 
     try:
         bootstrap = bootstrap_servers(kafka)
     except ValueError as error:
         raise fail(f"--kafka: {error}") from None
-    topics = Topics.prefixed(prefix) if prefix else DEFAULT_TOPICS
+    topics = Topics.prefixed(prefix)
     ensure_topics(bootstrap, topics)
     return bootstrap, topics
 
@@ -330,7 +330,7 @@ def intake(
     from consumers.intake import Intake
 
     bootstrap, topics = kafka_for(kafka, topic_prefix)
-    with engine_for(ctx, store) as engine:
+    with engine_for(ctx, store, catch_up=False) as engine:
         process = Intake(engine.app, bootstrap, topics)
         run_until_signalled("intake", process, lambda: (
             f"applied {process.applied}, rejected {process.rejected}"

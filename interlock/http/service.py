@@ -84,14 +84,12 @@ class Service:
         settings = self.settings
         if settings.follow == "kafka":
             from consumers.events_follower import EventsFollower
-            from consumers.kafka import DEFAULT_TOPICS, Topics
+            from consumers.kafka import Topics
 
             self.engine = open_engine(
                 settings.store, check_signature=self.officer_keys, catch_up=False
             )
-            topics = Topics.prefixed(settings.topic_prefix) if settings.topic_prefix else (
-                DEFAULT_TOPICS
-            )
+            topics = Topics.prefixed(settings.topic_prefix)
             snapshot = snapshot_path()
             restored = snapshot and restore_index(snapshot, self.engine.app.recorder)
             self.index = restored[0] if restored else AccessIndex()
