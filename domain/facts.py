@@ -282,9 +282,6 @@ class FactBase:
         index = bisect_right(self._positions, position)
         return self._recorded[index - 1] if index else None
 
-    def subject_facts(self, subject: str) -> SubjectFacts | None:
-        return self.subjects.get(subject)
-
     def validity(self, subject: str, at: datetime) -> tuple[datetime | None, datetime | None]:
         """The widest [start, end) around `at` in which no fact about `subject` changes."""
         start, end = _around(self.global_times, at)
