@@ -836,34 +836,31 @@ def explain(
     decision = data["decision"]
     out.print(f"{_effect(decision)}  [bold]{subject}[/] → [bold]{model}[/] at "
               f"{_utc(data['at'])}, as known at position {data['as_of']:,} (times in UTC)")
-    attributes = Table("attribute", "value", "from", "valid from", "valid until", "recorded",
-                       "position", "source", "evidence", title="Attributes",
-                       title_justify="left")
+    out.print("[bold]Attributes[/]")
     for name, entry in data["subject"]["attributes"].items():
         value = "[yellow]unknown[/]" if entry["values"] is None else ", ".join(
             entry["values"]) or "none"
         a = entry.get("attestation")
         if a is not None:
-            attributes.add_row(name, value, "attestation", _utc(a["valid_from"]),
-                               _utc(a["valid_until"]), _utc(a["recorded_at"]),
-                               f"{a['position']:,}", a["source"], a["evidence"] or "")
+            source = a["source"] + (f", evidence {a['evidence']}" if a["evidence"] else "")
+            why = (f"attestation at position {a['position']:,} ({source}), valid "
+                   f"{_utc(a['valid_from'])} to {_utc(a['valid_until'])}, recorded "
+                   f"{_utc(a['recorded_at'])}")
         else:
-            attributes.add_row(name, value, entry.get("why_unknown") or entry["from"] or "",
-                               "", "", "", "", "", "")
-    out.print(attributes)
+            why = entry.get("why_unknown") or entry["from"] or ""
+        out.print(f"  {name}: {value}" + (f" [dim]— {why}[/]" if why else ""))
     for step in data["models"]:
         out.print(f"\n[bold]{step['model']}[/]: " + (
             "not registered" if not step["registered"] else
             f"family {step['family']}, registered at position {step['position']:,}"
             + (", [red]withdrawn[/]" if step["withdrawn"] else "")))
-        grants = Table("entitlement", "via", "models", "valid from", "valid until", "position",
-                       "active", "covers", "matched", title="Entitlements considered",
-                       title_justify="left")
+        out.print("[bold]Entitlements considered[/]" if step["entitlements"] else
+                  "no entitlement considered")
         for e in step["entitlements"]:
-            grants.add_row(e["entitlement"], e["via"], ", ".join(e["models"]),
-                           _utc(e["valid_from"]), _utc(e["valid_until"]), f"{e['position']:,}",
-                           _truth(e["active"]), _truth(e["covers"]), _truth(e["matched"]))
-        out.print(grants)
+            out.print(f"  {e['entitlement']} (via {e['via']}, {', '.join(e['models'])}, "
+                      f"position {e['position']:,}, valid {_utc(e['valid_from'])} to "
+                      f"{_utc(e['valid_until'])}): active {_truth(e['active'])}, covers "
+                      f"{_truth(e['covers'])}, matched {_truth(e['matched'])}")
         for d in step["directives"]:
             head = (f"[bold]{d['directive']}[/] {d['effect']} on {', '.join(d['models'])} "
                     f"(position {d['position']:,}, effective {_utc(d['effective_at'])})")
