@@ -140,12 +140,12 @@ def run_demo(console: Console, store: str, subjects: int = 10_000, fresh: bool =
     clock = DemoClock(et(9, 0))
     engine = open_engine(store, clock=clock)
     try:
-        _tell(console, engine, clock, subjects)
+        _tell(console, engine, clock, subjects, store)
     finally:
         engine.close()
 
 
-def _tell(console: Console, engine: Engine, clock: DemoClock, size: int) -> None:
+def _tell(console: Console, engine: Engine, clock: DemoClock, size: int, store: str) -> None:
     population = synthetic_population(size)
     subjects = [f"u-{n:05d}" for n in range(size)]
     console.rule("[bold]Interlock demo: the 5:21 p.m. order")
@@ -156,7 +156,7 @@ def _tell(console: Console, engine: Engine, clock: DemoClock, size: int) -> None
                       for k, n in population.kinds.most_common())
     console.print(f"[dim]09:00 ET[/]  {size:,} subjects on the store: {kinds}.")
     console.print(f"          {loaded.applied:,} commands applied, store at position "
-                  f"{loaded.position:,} ({engine.app.recorder.__class__.__name__}).")
+                  f"{loaded.position:,} ({store}).")
 
     clock.set(et(17, 21))
     before = engine.app.position
