@@ -317,7 +317,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
     def impact(directive: str) -> ImpactOut:
         """The (subject, model) decisions the directive changed at its effective time.
         Role `auditor`."""
-        found = compliance.impact(service.index, directive)
+        found = compliance.impact(service.index, directive, service.reach_indexes)
         if found is None:
             raise HTTPException(404, f"no directive {directive!r}")
         return found
@@ -331,7 +331,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
     ) -> DiffOut:
         """Who gained or lost access (an `allow`) between two valid times, as known now.
         Role `auditor`."""
-        return compliance.diff(service.index, start, to, model)
+        return compliance.diff(service.index, start, to, model, service.reach_indexes)
 
     @app.get(
         "/v1/enforcement/stream", tags=["decide"], dependencies=[Depends(role("decide"))],

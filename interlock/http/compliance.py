@@ -1,19 +1,18 @@
-"""Minimal compliance queries over the access index's fact base: a subject's history, a
-directive's impact, and who gained or lost access between two valid times.
-
-They read the fact base under the index lock, a subject at a time, so the follower and the
-decision path are never held up for a whole scan. Each scan pins one position first, so its
-answer is as known at that position even while the index moves on.
+"""The auditor's queries over HTTP: a subject's history, a directive's impact, and who gained
+or lost access between two valid times. Impact and diff are `projections.compliance`'s, the
+same as `interlock impact` and `interlock diff`, shaped into the API's typed bodies; they hold
+the index lock while they run, and use the embedded enforcer's reach indexes when there is one
+to look only at the subjects that can have changed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from domain.decision import NO_CONTEXT, Decision, judge
-from domain.facts import EntitlementFacts, FactBase, selector_matches
+from domain.decision import Decision
+from domain.facts import EntitlementFacts, FactBase
 from interlock.http.models import (
     AttestationOut,
     AttestationRevocationOut,
@@ -24,19 +23,9 @@ from interlock.http.models import (
     ImpactOut,
     RevocationOut,
 )
+from projections import compliance as audit
 from projections.access_index import AccessIndex
-
-
-def _decision(facts: FactBase, subject: str, model: str, at: datetime, as_of: int) -> Decision:
-    return Decision.of(subject, model, judge(facts, subject, model, at, as_of, NO_CONTEXT), at,
-                       as_of)
-
-
-def _change(before: Decision, after: Decision) -> ChangeOut:
-    return ChangeOut.model_validate({
-        "subject": before.subject, "model": before.model,
-        "before": before.to_json(), "after": after.to_json(),
-    })
+from projections.reach import Reach
 
 
 def _entitlement(facts: FactBase, entitlement: EntitlementFacts) -> EntitlementOut:
@@ -104,52 +93,38 @@ def history(
     return HistoryOut.model_validate(out)
 
 
-def impact(index: AccessIndex, directive: str) -> ImpactOut | None:
-    """Which (subject, model) decisions the directive changed when issued, compared at its
-    effective time as known just before and just after it; None for an unknown directive."""
+def impact(index: AccessIndex, directive: str, reach: Reach | None = None) -> ImpactOut | None:
+    """`interlock impact` over HTTP (projections.compliance.impact); None for an unknown
+    directive."""
     with index.lock:
-        facts = index.facts
-        found = facts.directives.get(directive)
-        if found is None:
+        if directive not in index.facts.directives:
             return None
-        position, at = found.position, found.effective_at
-        terms = found.terms(at, position)
-        models = sorted(
-            name for name, model in facts.models.items()
-            if model.position <= position and terms.covers(name, model.family)
-        )
-        subjects = list(facts.subjects)
-    changes = []
-    for subject in subjects:
-        with index.lock:
-            for model in models:
-                before = _decision(facts, subject, model, at, position - 1)
-                after = _decision(facts, subject, model, at, position)
-                if before.verdict != after.verdict:
-                    changes.append(_change(before, after))
-    return ImpactOut(directive=directive, position=position, effective_at=at, models=models,
-                     subjects=len(subjects), changes=changes)
+        found = audit.impact(index.facts, directive, reach)
+    return ImpactOut(
+        directive=directive, position=found.after, effective_at=found.at,
+        models=list(found.models), subjects=found.compared,
+        changes=[_change_of(row, found.at, found.before, found.at, found.after)
+                 for row in found.rows],
+    )
 
 
-def diff(index: AccessIndex, start: datetime, end: datetime, model: str | None) -> DiffOut:
-    """Who had an `allow` at one valid time and not at the other, as known now."""
+def diff(index: AccessIndex, start: datetime, end: datetime, model: str | None,
+         reach: Reach | None = None) -> DiffOut:
+    """`interlock diff` over HTTP (projections.compliance.diff), as known now."""
     with index.lock:
-        facts = index.facts
-        position = facts.position
-        models = sorted(_models(facts, model))
-        subjects = list(facts.subjects)
-    gained, lost = [], []
-    for subject in subjects:
-        with index.lock:
-            for name in models:
-                before = _decision(facts, subject, name, start, position)
-                after = _decision(facts, subject, name, end, position)
-                if (before.effect == "allow") != (after.effect == "allow"):
-                    (gained if after.effect == "allow" else lost).append(_change(before, after))
-    return DiffOut(from_=start, to=end, as_of=position, models=models, gained=gained, lost=lost)
+        found = audit.diff(index.facts, start, end, model, reach=reach)
+    position = found.as_of
+    return DiffOut(
+        from_=start, to=end, as_of=position, models=found.models,
+        gained=[_change_of(row, start, position, end, position) for row in found.gained],
+        lost=[_change_of(row, start, position, end, position) for row in found.lost],
+    )
 
 
-def _models(facts: FactBase, model: str | None) -> Iterable[str]:
-    if model is None:
-        return facts.models
-    return [name for name, m in facts.models.items() if selector_matches(model, name, m.family)]
+def _change_of(row: Any, at_before: datetime, before: int, at_after: datetime, after: int
+               ) -> ChangeOut:
+    return ChangeOut(
+        subject=row.subject, model=row.model,
+        before=Decision.of(row.subject, row.model, row.before, at_before, before).to_json(),
+        after=Decision.of(row.subject, row.model, row.after, at_after, after).to_json(),
+    )

@@ -29,6 +29,7 @@ from interlock.http.metrics import Metrics
 from interlock.http.settings import ServeSettings
 from interlock.signing import OfficerKeys
 from projections.access_index import AccessIndex
+from projections.reach import Reach
 from projections.snapshot import restore_index
 
 STALE = (Reason("stale_index"),)
@@ -109,6 +110,12 @@ class Service:
         )
         self._refresher = Refresher(self._refresh, settings.refresh_interval)
         self._refresher.start()
+
+    @property
+    def reach_indexes(self) -> Reach | None:
+        """The embedded enforcer's candidate indexes, for impact and diff; a replica has none."""
+        enforcer = None if self._events is not None else self.engine.follower.enforcer
+        return None if enforcer is None else enforcer.reach
 
     def catch_up(self, position: int | None = None) -> None:
         """Brings the index towards `position` now: from the store in embedded mode; a replica
