@@ -51,7 +51,8 @@ class AccessIndex:
 
     def current(self, subject: str, model: str, at: datetime) -> Verdict | None:
         """The remembered current verdict, if there is one whose span holds `at`."""
-        span = self._current.get(subject, {}).get(model)
+        spans = self._current.get(subject)
+        span = None if spans is None else spans.get(model)
         if span is None:
             return None
         verdict, start, end = span
