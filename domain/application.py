@@ -60,10 +60,12 @@ def system_clock() -> datetime:
 
 @dataclass(frozen=True)
 class Applied:
-    """How many commands a batch applied, and the store position after it."""
+    """How many commands a batch applied, how many it skipped as repeats of an applied
+    `command_id`, and the store position after it."""
 
     applied: int
     position: int
+    repeated: int = 0
 
 
 class Interlock(Application[UUID]):
@@ -132,15 +134,17 @@ class CommandBatch:
         self._tracking: Tracking | None = None
         self._pending_commands = 0
         self._applied = 0
+        self._repeated = 0
         self._position = app.position
 
     @property
     def result(self) -> Applied:
-        return Applied(self._applied, self._position)
+        return Applied(self._applied, self._position, self._repeated)
 
     def apply(self, command: Command) -> bool:
         """Applies one command; False when its `command_id` was applied before."""
         if command.command_id is not None and self._get(receipt_key(command.command_id)):
+            self._repeated += 1
             return False
         now = self._app.clock()
         changed = _HANDLERS[type(command)](self, command, now)

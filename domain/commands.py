@@ -37,6 +37,10 @@ class CommandError(ValueError):
         self.message = message
 
 
+class CommandConflict(CommandError):
+    """A `command_id` already applied with a different command: refused, nothing stored."""
+
+
 class FieldProblem(ValueError):
     """Raised by checks that span fields, to name the one at fault."""
 

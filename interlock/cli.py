@@ -53,12 +53,35 @@ _TIMESTAMP = TypeAdapter(Timestamp)
 
 
 @app.callback()
-def main(ctx: typer.Context, store: StoreOption = None, snapshot: SnapshotOption = None) -> None:
+def main(
+    ctx: typer.Context,
+    store: StoreOption = None,
+    snapshot: SnapshotOption = None,
+    officer_keys: Annotated[
+        str | None,
+        typer.Option(
+            "--officer-keys",
+            help="JSON or TOML file: key id → base64 Ed25519 public key; directive commands "
+            "must then be signed on every path. Default: INTERLOCK_OFFICER_KEYS (inline).",
+        ),
+    ] = None,
+) -> None:
     ctx.obj = store
     if snapshot:
         # Through the environment, so that every engine this process opens starts from it,
         # serve's uvicorn workers (separate processes) included.
         os.environ["INTERLOCK_SNAPSHOT"] = snapshot
+    if officer_keys:
+        from interlock.auth import ConfigError
+        from interlock.signing import OFFICER_KEYS_VARIABLE, OfficerKeys
+
+        try:
+            found = OfficerKeys.configured(officer_keys)
+        except ConfigError as error:
+            raise fail(f"--officer-keys: {error}") from None
+        # Likewise through the environment: every engine opened below (apply, intake, serve's
+        # workers) then checks signatures with these keys.
+        os.environ[OFFICER_KEYS_VARIABLE] = json.dumps(found.table() if found else {})
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -68,10 +91,14 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 
 @contextmanager
 def engine_for(ctx: typer.Context, store: str | None, catch_up: bool = True) -> Iterator[Engine]:
+    from interlock.auth import ConfigError
+
     try:
         engine = open_engine(store or ctx.obj, catch_up=catch_up)
     except StoreURLError as error:
         raise fail(f"--store: {error}") from None
+    except ConfigError as error:
+        raise fail(str(error)) from None
     try:
         yield engine
     finally:

@@ -8,6 +8,7 @@ from pathlib import Path
 from domain.application import Clock, Interlock, SignatureCheck, system_clock
 from interlock.config import is_postgres, snapshot_path, store_environment, store_url
 from interlock.revocations import RevocationLog
+from interlock.signing import OfficerKeys
 from projections.access_index import AccessIndex
 from projections.enforcement import Enforcer
 from projections.postgres_follower import SubscriptionFollower
@@ -43,7 +44,9 @@ def open_engine(
     snapshot: str | Path | None = None,
 ) -> Engine:
     """Opens the store named by `store` (or INTERLOCK_STORE) and builds its index;
-    `check_signature` vets directive commands (see `interlock.signing`). With `enforce`, the
+    `check_signature` vets directive commands (see `interlock.signing`); by default the officer
+    keys configured in INTERLOCK_OFFICER_KEYS do, so that every path that writes (the CLI, HTTP,
+    Kafka intake) refuses unsigned directives alike. With `enforce`, the
     kill switch runs in-process and publishes to `engine.revocations` (and `revocation_file`).
 
     With `catch_up`, the index starts from the snapshot `snapshot` (or INTERLOCK_SNAPSHOT)
@@ -52,6 +55,8 @@ def open_engine(
     A PostgreSQL store is followed by LISTEN/NOTIFY (`SubscriptionFollower`), others by
     polling (`StoreFollower`)."""
     url = store_url(store)
+    if check_signature is None:
+        check_signature = OfficerKeys.configured()
     app = Interlock(env=store_environment(url), clock=clock, check_signature=check_signature)
     restored = None
     path = snapshot_path(snapshot) if catch_up and not enforce else None
