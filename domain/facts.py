@@ -15,7 +15,7 @@ from typing import Any
 from uuid import UUID
 
 from domain.aggregates import CommandReceipt, Directive, Entitlement, ModelVersion, Subject
-from domain.predicates import Predicate, parse_predicate
+from domain.predicates import Predicate, stored_predicate
 
 Concerns = tuple[str, ...] | None
 """The subjects whose decisions an event may change; None when it may change anyone's."""
@@ -152,7 +152,7 @@ class DirectiveTerms:
         exempt = data.get("exempt") or {}
         return cls(
             selectors=tuple(data["models"]),
-            predicate=parse_predicate(data["subjects"]),
+            predicate=stored_predicate(data["subjects"]),
             effect=data.get("effect", "deny"),
             route_to=data.get("route_to"),
             disclose=bool(data.get("disclose", False)),

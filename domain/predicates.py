@@ -11,6 +11,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from domain.limits import MAX_LIST_ITEMS, MAX_PREDICATE_DEPTH, MAX_PREDICATE_NODES
+from domain.values import check_country, check_identifier, field_name
+
 ATTRIBUTES = ("citizenship", "residency", "location", "employer", "subject", "purpose")
 
 Truth = bool | None
@@ -139,45 +142,98 @@ class UsPerson:
 Predicate = AllOf | AnyOf | Not | Everyone | Membership | UsPerson
 
 
+COUNTRY_ATTRIBUTES = ("citizenship", "residency", "location")
+"""Attributes whose values are ISO 3166-1 alpha-2 country codes."""
+
+
 def parse_predicate(data: Any, path: str = "") -> Predicate:
-    """Builds a predicate from its JSON form, naming the path of the first bad node."""
+    """Builds a predicate from its JSON form, naming the path of the first bad node.
+
+    Bounded before it recurses: at most MAX_PREDICATE_DEPTH nested all/any/not, at most
+    MAX_PREDICATE_NODES nodes and MAX_LIST_ITEMS items per list, so no document, however deep,
+    makes it recurse further than that."""
     if isinstance(data, AllOf | AnyOf | Not | Everyone | Membership | UsPerson):
         return data
-    if not isinstance(data, Mapping) or len(data) != 1:
-        raise PredicateError(path, "a predicate is an object with exactly one key")
-    ((key, body),) = data.items()
-    here = f"{path}.{key}" if path else key
-    if key in ("all", "any"):
-        if not isinstance(body, list) or not body:
-            raise PredicateError(here, "expects a non-empty list of predicates")
-        parts = tuple(parse_predicate(p, f"{here}[{i}]") for i, p in enumerate(body))
-        return AllOf(parts) if key == "all" else AnyOf(parts)
-    if key == "not":
-        return Not(parse_predicate(body, here))
-    if key == "everyone":
-        if body is not True:
-            raise PredicateError(here, "must be true")
-        return Everyone()
-    if key == "us_person":
-        if not isinstance(body, bool):
-            raise PredicateError(here, "must be true or false")
-        return UsPerson(body)
-    if key in ATTRIBUTES:
-        return _parse_membership(key, body, here)
-    raise PredicateError(
-        here, f"unknown predicate; expected one of all, any, not, everyone, us_person, "
-        f"{', '.join(ATTRIBUTES)}"
-    )
+    return _Parser(checked=True).parse(data, path, 0)
 
 
-def _parse_membership(attribute: str, body: Any, path: str) -> Membership:
+def stored_predicate(data: Any) -> Predicate:
+    """A predicate as an event stored it: read as it was accepted then, without the bounds and
+    value checks of `parse_predicate`, so that a store written before a check was added still
+    replays to the same decisions."""
+    return _Parser(checked=False).parse(data, "", 0)
+
+
+class _Parser:
+    """One predicate document's parse, counting its nodes; `checked` applies the input bounds
+    and value checks."""
+
+    def __init__(self, checked: bool) -> None:
+        self.checked = checked
+        self.nodes = 0
+
+    def parse(self, data: Any, path: str, depth: int) -> Predicate:
+        if not isinstance(data, Mapping) or len(data) != 1:
+            raise PredicateError(path, "a predicate is an object with exactly one key")
+        self.nodes += 1
+        if self.checked and self.nodes > MAX_PREDICATE_NODES:
+            raise PredicateError(path, f"a predicate has at most {MAX_PREDICATE_NODES} nodes")
+        ((key, body),) = data.items()
+        here = f"{path}.{key}" if path else key
+        if key in ("all", "any", "not"):
+            if self.checked and depth >= MAX_PREDICATE_DEPTH:
+                raise PredicateError(
+                    here, f"all/any/not nest at most {MAX_PREDICATE_DEPTH} deep"
+                )
+            if key == "not":
+                return Not(self.parse(body, here, depth + 1))
+            if not isinstance(body, list) or not body:
+                raise PredicateError(here, "expects a non-empty list of predicates")
+            if self.checked:
+                _check_length(body, here)
+            parts = tuple(self.parse(p, f"{here}[{i}]", depth + 1) for i, p in enumerate(body))
+            return AllOf(parts) if key == "all" else AnyOf(parts)
+        if key == "everyone":
+            if body is not True:
+                raise PredicateError(here, "must be true")
+            return Everyone()
+        if key == "us_person":
+            if not isinstance(body, bool):
+                raise PredicateError(here, "must be true or false")
+            return UsPerson(body)
+        if key in ATTRIBUTES:
+            return _parse_membership(key, body, here, self.checked)
+        raise PredicateError(
+            f"{path}.{field_name(key)}" if path else field_name(key),
+            "unknown predicate; expected one of all, any, not, everyone, us_person, "
+            f"{', '.join(ATTRIBUTES)}",
+        )
+
+
+def _check_length(items: list[Any], path: str) -> None:
+    if len(items) > MAX_LIST_ITEMS:
+        raise PredicateError(path, f"at most {MAX_LIST_ITEMS} items, not {len(items)}")
+
+
+def _parse_membership(attribute: str, body: Any, path: str, checked: bool) -> Membership:
     if not isinstance(body, Mapping) or len(body) != 1:
         raise PredicateError(path, 'expects {"any_of": [...]} or {"none_of": [...]}')
     ((test, values),) = body.items()
     if test not in ("any_of", "none_of"):
-        raise PredicateError(f"{path}.{test}", "expected any_of or none_of")
+        raise PredicateError(f"{path}.{field_name(test)}", "expected any_of or none_of")
+    here = f"{path}.{test}"
     if not isinstance(values, list) or not all(isinstance(v, str) and v for v in values):
-        raise PredicateError(f"{path}.{test}", "expects a list of non-empty strings")
-    if attribute in ("citizenship", "residency", "location"):
-        values = [v.upper() for v in values]
-    return Membership(attribute, test, frozenset(values))
+        raise PredicateError(here, "expects a list of non-empty strings")
+    if not checked:
+        if attribute in COUNTRY_ATTRIBUTES:
+            values = [v.upper() for v in values]
+        return Membership(attribute, test, frozenset(values))
+    _check_length(values, here)
+    check = check_country if attribute in COUNTRY_ATTRIBUTES else check_identifier
+    checked = []
+    for i, value in enumerate(values):
+        try:
+            checked.append(check(value))
+        except ValueError as error:
+            raise PredicateError(f"{here}[{i}]", str(error)) from None
+    return Membership(attribute, test, frozenset(checked))
