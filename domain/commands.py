@@ -1,15 +1,21 @@
 """Commands: the only input the domain accepts, validated at the boundary.
 
-Every command is one JSON object whose `type` picks its model. Unknown fields, unknown types and
-timestamps without a UTC offset are errors, each naming the field it is about.
+Every command is one JSON object whose `type` picks its model. Unknown fields, unknown types,
+timestamps without a UTC offset or outside [EARLIEST_TIME, LATEST_TIME), values of the wrong
+JSON type (no string is read as a boolean or number) and anything beyond the bounds of
+`domain.limits` are errors, each naming the field it is about. Strings are checked by
+`domain.values` (ids, free text, country codes). `parse_command_json` is total: any input is a
+command or a CommandError.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -19,13 +25,23 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    Strict,
+    StrictBool,
     StringConstraints,
     TypeAdapter,
     ValidationError,
     model_validator,
 )
 
+from domain.limits import (
+    EARLIEST_TIME,
+    LATEST_TIME,
+    MAX_COMMAND_BYTES,
+    MAX_ID_CHARS,
+    MAX_LIST_ITEMS,
+)
 from domain.predicates import Predicate, parse_predicate
+from domain.values import check_country, check_identifier, check_text, field_name, shown
 
 
 class CommandError(ValueError):
@@ -50,7 +66,18 @@ class FieldProblem(ValueError):
 
 
 def _to_utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
+    # Years 2..9998 convert to UTC without overflow; the bounds are then checked in UTC.
+    if not EARLIEST_TIME.year <= value.year < LATEST_TIME.year:
+        raise ValueError(_OUT_OF_RANGE)
+    utc = value.astimezone(UTC)
+    if not EARLIEST_TIME <= utc < LATEST_TIME:
+        raise ValueError(_OUT_OF_RANGE)
+    return utc
+
+
+_OUT_OF_RANGE = (
+    f"timestamp out of range: from {EARLIEST_TIME.isoformat()} up to {LATEST_TIME.isoformat()}"
+)
 
 
 def _iso_only(value: Any) -> Any:
@@ -63,23 +90,49 @@ def _iso_only(value: Any) -> Any:
 _NUMBER = re.compile(r"\s*[-+]?\d+(\.\d*)?\s*")
 
 Timestamp = Annotated[AwareDatetime, BeforeValidator(_iso_only), AfterValidator(_to_utc)]
-"""ISO-8601 with an offset, normalised to UTC; a timestamp without an offset is rejected."""
+"""ISO-8601 with an offset, normalised to UTC, within [EARLIEST_TIME, LATEST_TIME); a timestamp
+without an offset is rejected."""
 
-Identifier = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-CountryCode = Annotated[
+Identifier = Annotated[
     str,
-    BeforeValidator(lambda v: v.strip().upper() if isinstance(v, str) else v),
-    StringConstraints(pattern=r"^[A-Z]{2}$"),
+    Strict(),
+    StringConstraints(strip_whitespace=True, min_length=1),
+    AfterValidator(check_identifier),
 ]
-"""ISO 3166 alpha-2, upper-cased on the way in."""
-ModelId = Annotated[Identifier, StringConstraints(pattern=r"^[^\s:*]+$")]
-"""An exact model version id: no selector syntax."""
+"""An id: printable characters without whitespace, at most MAX_ID_CHARS (see domain.values)."""
+Text = Annotated[str, Strict(), AfterValidator(check_text)]
+"""Free text: one line of at most MAX_TEXT_CHARS, no control characters (see domain.values)."""
+NonEmptyText = Annotated[Text, StringConstraints(min_length=1)]
+CountryCode = Annotated[str, Strict(), AfterValidator(check_country)]
+"""ISO 3166-1 alpha-2, upper-cased on the way in."""
 
-Selector = Annotated[
-    str,
-    StringConstraints(strip_whitespace=True, pattern=r"^(\*|family:[^\s:]+|[^\s:*]+)$"),
-]
+
+def _no_selector_syntax(value: str) -> str:
+    if ":" in value or "*" in value:
+        raise ValueError('an exact id: no ":" or "*" (those make selectors)')
+    return value
+
+
+ModelId = Annotated[Identifier, AfterValidator(_no_selector_syntax)]
+"""An exact model version id (or family): no selector syntax."""
+
+
+def _selector(value: str) -> str:
+    if value == "*":
+        return value
+    family = value.removeprefix("family:")
+    if not family:
+        raise ValueError('"family:" needs a family name')
+    _no_selector_syntax(family)
+    return value
+
+
+Selector = Annotated[Identifier, AfterValidator(_selector)]
 """An exact model id (`fable-5`), a family (`family:fable`), or `*`."""
+
+_Item = TypeVar("_Item")
+Items = Annotated[list[_Item], Field(max_length=MAX_LIST_ITEMS)]
+"""A list of at most MAX_LIST_ITEMS items."""
 
 PredicateField = Annotated[
     Predicate,
@@ -93,11 +146,20 @@ class _Command(BaseModel):
 
     command_id: Identifier | None = None
 
+    @model_validator(mode="after")
+    def _bounded(self) -> _Command:
+        size = len(self.model_dump_json())
+        if size > MAX_COMMAND_BYTES:
+            raise FieldProblem(
+                "", f"the command is {size:,} bytes as JSON; at most {MAX_COMMAND_BYTES:,}"
+            )
+        return self
+
 
 class RegisterModel(_Command):
     type: Literal["register_model"]
     model: ModelId
-    family: Identifier
+    family: ModelId
 
 
 class WithdrawModel(_Command):
@@ -131,7 +193,7 @@ class GrantEntitlement(_Command):
     type: Literal["grant_entitlement"]
     entitlement: Identifier
     grantee: Grantee
-    models: list[Selector] = Field(min_length=1)
+    models: Items[Selector] = Field(min_length=1)
     valid_from: Timestamp | None = None
     valid_until: Timestamp | None = None
 
@@ -150,12 +212,12 @@ class RevokeEntitlement(_Command):
 class AttestNationality(_Command):
     type: Literal["attest_nationality"]
     subject: Identifier
-    citizenships: list[CountryCode] = Field(default_factory=list)
-    residencies: list[CountryCode] = Field(default_factory=list)
+    citizenships: Items[CountryCode] = Field(default_factory=list)
+    residencies: Items[CountryCode] = Field(default_factory=list)
     valid_from: Timestamp | None = None
     valid_until: Timestamp | None = None
-    source: Identifier
-    evidence: str | None = None
+    source: NonEmptyText
+    evidence: Text | None = None
 
     @model_validator(mode="after")
     def _ordered(self) -> AttestNationality:
@@ -169,8 +231,8 @@ class AttestLocation(_Command):
     country: CountryCode
     valid_from: Timestamp | None = None
     valid_until: Timestamp | None = None
-    source: Identifier
-    evidence: str | None = None
+    source: NonEmptyText
+    evidence: Text | None = None
 
     @model_validator(mode="after")
     def _ordered(self) -> AttestLocation:
@@ -184,8 +246,8 @@ class AttestEmployer(_Command):
     org: Identifier
     valid_from: Timestamp | None = None
     valid_until: Timestamp | None = None
-    source: Identifier
-    evidence: str | None = None
+    source: NonEmptyText
+    evidence: Text | None = None
 
     @model_validator(mode="after")
     def _ordered(self) -> AttestEmployer:
@@ -206,8 +268,8 @@ class RevokeAttestation(_Command):
 class Exemptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    subjects: list[Identifier] = Field(default_factory=list)
-    orgs: list[Identifier] = Field(default_factory=list)
+    subjects: Items[Identifier] = Field(default_factory=list)
+    orgs: Items[Identifier] = Field(default_factory=list)
 
 
 class Signature(BaseModel):
@@ -216,7 +278,7 @@ class Signature(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     key_id: Identifier
-    value: Annotated[str, StringConstraints(min_length=1)]
+    value: Annotated[str, Strict(), StringConstraints(min_length=1, max_length=MAX_ID_CHARS)]
     """Base64 of the 64-byte signature."""
 
 
@@ -227,16 +289,16 @@ OnUnknown = Literal["apply", "ignore", "skip"]
 class IssueDirective(_Command):
     type: Literal["issue_directive"]
     directive: Identifier
-    authority: str = ""
-    reference: str = ""
+    authority: Text = ""
+    reference: Text = ""
     received_at: Timestamp | None = None
     effective_at: Timestamp | None = None
     expires_at: Timestamp | None = None
-    models: list[Selector] = Field(min_length=1)
+    models: Items[Selector] = Field(min_length=1)
     subjects: PredicateField
     effect: Literal["deny", "route"] = "deny"
     route_to: ModelId | None = None
-    disclose: bool = False
+    disclose: StrictBool = False
     exempt: Exemptions = Field(default_factory=Exemptions)
     on_unknown: OnUnknown = "apply"
     signature: Signature | None = None
@@ -255,27 +317,40 @@ class AmendDirective(_Command):
     directive: Identifier
     effective_at: Timestamp | None = None
     expires_at: Timestamp | None = None
-    models: list[Selector] | None = Field(default=None, min_length=1)
+    models: Items[Selector] | None = Field(default=None, min_length=1)
     subjects: PredicateField | None = None
     effect: Literal["deny", "route"] | None = None
     route_to: ModelId | None = None
-    disclose: bool | None = None
+    disclose: StrictBool | None = None
     exempt: Exemptions | None = None
     on_unknown: OnUnknown | None = None
     signature: Signature | None = None
 
     @model_validator(mode="after")
     def _changes_something(self) -> AmendDirective:
-        if not self.amended_terms():
+        carried = self.carried_terms()
+        if not carried:
             raise ValueError("an amendment must carry at least one term to change")
+        for term in sorted(carried - _NULLABLE_TERMS):
+            if getattr(self, term) is None:
+                raise FieldProblem(term, "cannot be null; omit it to keep the current value")
+        if {"effect", "route_to"} <= carried:
+            check_route(self.effect, self.route_to)
+        _check_interval(self.effective_at, self.expires_at, "expires_at")
         return self
+
+    def carried_terms(self) -> set[str]:
+        """The names of the terms this amendment sets (given, even as null)."""
+        return self.model_fields_set - _NOT_TERMS
 
     def amended_terms(self) -> dict[str, Any]:
         """The terms this amendment sets, in the directive's stored form."""
-        carried = self.model_fields_set - {
-            "type", "directive", "effective_at", "command_id", "signature"
-        }
-        return self.model_dump(mode="json", include=carried)
+        return self.model_dump(mode="json", include=self.carried_terms())
+
+
+_NOT_TERMS = frozenset(("type", "directive", "effective_at", "command_id", "signature"))
+_NULLABLE_TERMS = frozenset(("expires_at", "route_to"))
+"""Terms an amendment may set to null: no expiry, no route target."""
 
 
 class LiftDirective(_Command):
@@ -286,11 +361,21 @@ class LiftDirective(_Command):
 
 
 def canonical_json(command: BaseModel) -> bytes:
-    """The bytes an officer signs: the validated command without its signature and command id,
-    keys sorted, no whitespace, timestamps in UTC. Signer and verifier both derive it from the
-    parsed command, so formatting of the original document does not matter."""
-    data = command.model_dump(mode="json", exclude={"signature", "command_id"})
+    """The command's one canonical form: the validated command, `command_id` included, without
+    its signature; keys sorted, no whitespace, timestamps in UTC. An amendment keeps only the
+    terms it carries, so `"expires_at": null` (clear the expiry) and no `expires_at` (keep it)
+    differ. Officers sign it and receipts keep its digest; both derive it from the parsed
+    command, so formatting of the original document does not matter."""
+    data = command.model_dump(mode="json", exclude={"signature"})
+    if isinstance(command, AmendDirective):
+        for term in AmendDirective.model_fields.keys() - _NOT_TERMS - command.carried_terms():
+            del data[term]
     return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+
+
+def command_digest(command: BaseModel) -> str:
+    """SHA-256 (hex) of `canonical_json`: what a receipt keeps to know one command again."""
+    return hashlib.sha256(canonical_json(command)).hexdigest()
 
 
 Command = Annotated[
@@ -325,9 +410,9 @@ def parse_command(data: Any) -> Command:
         raise CommandError("", "a command is a JSON object")
     if "type" not in data:
         raise CommandError("type", "missing; expected one of " + ", ".join(COMMAND_TYPES))
-    if data["type"] not in COMMAND_TYPES:
+    if not isinstance(data["type"], str) or data["type"] not in COMMAND_TYPES:
         raise CommandError(
-            "type", f"unknown command type {data['type']!r}; expected one of "
+            "type", f"unknown command type {shown(data['type'])}; expected one of "
             + ", ".join(COMMAND_TYPES)
         )
     try:
@@ -337,22 +422,105 @@ def parse_command(data: Any) -> Command:
 
 
 def parse_command_json(text: str | bytes) -> Command:
-    """Parses one JSON line into a command."""
+    """Parses one JSON line into a command. Total: whatever `text` holds, the answer is a
+    command or a CommandError (see `load_json`)."""
+    return parse_command(load_json(text))
+
+
+def load_json(text: str | bytes, max_bytes: int = MAX_COMMAND_BYTES) -> Any:
+    """One JSON document of at most `max_bytes` UTF-8 bytes, read strictly; CommandError for
+    anything else, so that no input raises anything but that.
+
+    Refused: a larger document (before it is parsed), bytes that are not UTF-8, `NaN` and
+    `Infinity`, a key given twice in one object (naming the key; JSON readers disagree on which
+    one wins), nesting deeper than the parser's recursion limit. A number too large for a
+    64-bit integer, or a float that overflows, is read as a value no field accepts, so the
+    field that holds it is named."""
+    if isinstance(text, bytes | bytearray | memoryview):
+        raw = bytes(text)
+        if len(raw) > max_bytes:
+            raise CommandError("", f"{len(raw):,} bytes; one document has at most {max_bytes:,}")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise CommandError("", f"not valid UTF-8 (byte {error.start})") from None
+    elif isinstance(text, str):
+        size = len(text) if len(text) > max_bytes else len(text.encode("utf-8", "surrogatepass"))
+        if size > max_bytes:
+            raise CommandError("", f"{size:,} bytes; one document has at most {max_bytes:,}")
+    else:
+        raise CommandError("", "expected JSON text")
     try:
-        data = json.loads(text)
+        return json.loads(
+            text, object_pairs_hook=_unique_keys, parse_constant=_not_a_number,
+            parse_int=_integer, parse_float=_float,
+        )
     except json.JSONDecodeError as error:
         raise CommandError("", f"not valid JSON: {error.msg} at column {error.colno}") from None
-    return parse_command(data)
+    except RecursionError:
+        raise CommandError("", "not valid JSON: nested too deeply") from None
+
+
+class OutOfRange:
+    """A JSON number no field can hold (NaN, an infinity, an integer beyond 64 bits): kept as a
+    value every field refuses, so the refusal names the field."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return shown(self.text)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """Each object of the document: its keys once each, and each a Unicode string."""
+    for key, _ in pairs:
+        if not key.isascii() and not _encodable(key):
+            raise CommandError(field_name(key), "a key with a lone surrogate (\\ud800-\\udfff)")
+    document = dict(pairs)
+    if len(document) < len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise CommandError(field_name(key), "duplicate key: give each field once")
+            seen.add(key)
+    return document
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _not_a_number(text: str) -> OutOfRange:
+    return OutOfRange(text)
+
+
+def _integer(text: str) -> int | OutOfRange:
+    return int(text) if len(text) <= _MAX_INTEGER_DIGITS else OutOfRange(text)
+
+
+def _float(text: str) -> float | OutOfRange:
+    value = float(text)
+    return value if math.isfinite(value) else OutOfRange(text)
+
+
+_MAX_INTEGER_DIGITS = 20
+"""Positions are 64-bit; longer digit strings are refused before Python converts them (its own
+limit, 4,300 digits, raises ValueError)."""
 
 
 def command_error_from(error: ValidationError) -> CommandError:
     """The first validation error as a CommandError whose field is its dotted path."""
     first = error.errors()[0]
-    location = [str(part) for part in first["loc"]]
+    location = [field_name(part) for part in first["loc"]]
     if location and location[0] in COMMAND_TYPES:
         location = location[1:]
     cause = first.get("ctx", {}).get("error")
-    if isinstance(cause, FieldProblem):
+    if isinstance(cause, FieldProblem) and cause.field:
         location.append(cause.field)
     field = ".".join(location)
     message = first["msg"]

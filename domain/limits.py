@@ -4,6 +4,8 @@ The README's "Limits" table lists them; commands, the HTTP app and the Kafka pro
 them from here, so a limit changed here changes on every path at once.
 """
 
+from datetime import UTC, datetime
+
 MAX_ID_CHARS = 200
 """Identifiers: subjects, models, families, entitlements, directives, orgs, command and key ids."""
 
@@ -12,6 +14,11 @@ MAX_TEXT_CHARS = 1_000
 
 MAX_LIST_ITEMS = 256
 """Items in one list: model selectors, citizenships, residencies, exemptions, predicate values."""
+
+EARLIEST_TIME = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST_TIME = datetime(9000, 1, 1, tzinfo=UTC)
+"""Every timestamp lies in [EARLIEST_TIME, LATEST_TIME): wide enough for a birth date or "for
+ever", and far from the ends of Python's datetime, where converting an offset overflows."""
 
 MAX_PREDICATE_DEPTH = 16
 """Nesting of all/any/not in a subject predicate."""

@@ -1,16 +1,26 @@
-"""Decision requests, validated at the boundary like commands."""
+"""Decision requests, validated at the boundary like commands (the CLI and HTTP share them)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
 
-from domain.commands import CountryCode, Identifier, Timestamp
+from domain.commands import (
+    CommandError,
+    CountryCode,
+    Identifier,
+    Timestamp,
+    command_error_from,
+    load_json,
+)
 from domain.decision import NO_CONTEXT, Context
 
 MAX_POSITION = 2**63 - 1
 """Positions are the store's 64-bit notification ids."""
+
+Position = Annotated[int, Strict(), Field(ge=0, le=MAX_POSITION)]
+"""A store position: a JSON integer (not a string, float or boolean) in 0..MAX_POSITION."""
 
 
 class DecisionRequest(BaseModel):
@@ -21,7 +31,7 @@ class DecisionRequest(BaseModel):
     subject: Identifier
     model: Identifier
     at: Timestamp | None = None
-    as_of: Annotated[int, Field(ge=0, le=MAX_POSITION)] | None = None
+    as_of: Position | None = None
     known_at: Timestamp | None = None
     location: CountryCode | None = None
     purpose: Identifier | None = None
@@ -31,3 +41,19 @@ class DecisionRequest(BaseModel):
         if self.location is None and self.purpose is None:
             return NO_CONTEXT
         return Context(self.location, self.purpose)
+
+
+def parse_decision_request(data: Any) -> DecisionRequest:
+    """Validates one request document; raises CommandError naming the first bad field."""
+    if not isinstance(data, dict):
+        raise CommandError("", "a decision request is a JSON object")
+    try:
+        return DecisionRequest.model_validate(data)
+    except ValidationError as error:
+        raise command_error_from(error) from None
+
+
+def parse_decision_request_json(text: str | bytes) -> DecisionRequest:
+    """One JSON line of `decide --batch` as a request: total like `parse_command_json`, read
+    by the same strict reader (duplicate keys, NaN, invalid UTF-8, size: see `load_json`)."""
+    return parse_decision_request(load_json(text))

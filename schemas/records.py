@@ -14,7 +14,15 @@ from eventsourcing.domain import CanInitAggregate, DomainEvent
 from eventsourcing.utils import get_topic
 
 from domain.aggregates import CommandReceipt, Directive, Entitlement, ModelVersion, Subject
-from domain.commands import COMMAND_TYPES, AmendDirective, Command, parse_command
+from domain.commands import (
+    COMMAND_TYPES,
+    AmendDirective,
+    Command,
+    CommandError,
+    load_json,
+    parse_command,
+)
+from domain.limits import MAX_EVENT_BYTES
 from schemas.codec import CodecError, SchemaRegistry, default_registry
 
 _EVENTS: dict[type[DomainEvent], str] = {
@@ -58,10 +66,12 @@ def to_json(document: Any) -> str:
 
 
 def _from_json(name: str, field: str, text: str) -> Any:
+    """Read by the commands' strict reader: bounded, no duplicate keys, no NaN, never a
+    RecursionError for a deeply nested document."""
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as error:
-        raise CodecError(f"{name}.{field}: not a JSON document: {error.msg}") from None
+        return load_json(text, MAX_EVENT_BYTES)
+    except CommandError as error:
+        raise CodecError(f"{name}.{field}: not a JSON document: {error.message}") from None
 
 
 def command_to_record(command: Command) -> tuple[str, dict[str, Any]]:
