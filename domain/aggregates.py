@@ -13,7 +13,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
-from domain.commands import CommandError
+from domain.commands import CommandError, FieldProblem, check_route
 
 
 def _key(kind: str, name: str) -> UUID:
@@ -219,6 +219,7 @@ class Directive(Aggregate):
 
         def apply(self, aggregate: Directive) -> None:
             aggregate.latest_terms = {**aggregate.latest_terms, **self.terms}
+            aggregate.amendments.append((self.effective_at, self.terms))
 
     class Lifted(Aggregate.Event):
         effective_at: datetime
@@ -238,9 +239,12 @@ class Directive(Aggregate):
         signed_by: str | None,
     ) -> None:
         self.directive = directive
+        self.effective_at = effective_at
         self.issued_terms = terms
         self.latest_terms = terms
         """The terms with every amendment applied in recorded order."""
+        self.amendments: list[tuple[datetime, dict[str, Any]]] = []
+        """(effective_at, terms) of each amendment, in recorded order."""
         self.lifted = False
 
     @classmethod
@@ -277,15 +281,49 @@ class Directive(Aggregate):
     ) -> None:
         if self.lifted:
             raise CommandError("directive", f"{self.directive} has been lifted; it cannot change")
-        for before in (self.issued_terms, self.latest_terms):
-            if {**before, **terms}.get("effect") == "route" and not {**before, **terms}.get(
-                "route_to"
-            ):
-                raise CommandError("route_to", 'the amended directive routes, so it needs route_to')
+        self._check_expiry(effective_at, terms)
+        for start, in_force in self._terms_from(effective_at, terms):
+            try:
+                check_route(in_force.get("effect", "deny"), in_force.get("route_to"))
+            except FieldProblem as problem:
+                raise CommandError(
+                    problem.field, f"{problem} (the directive's terms from {start.isoformat()} "
+                    "on, with this amendment)"
+                ) from None
         self.trigger_event(
             self.Amended, effective_at=effective_at, terms=terms, signed_by=signed_by,
             timestamp=recorded_at,
         )
+
+    def _check_expiry(self, effective_at: datetime, terms: dict[str, Any]) -> None:
+        """An expiry at or before the terms' start would end the directive without a lift."""
+        expires_at = terms.get("expires_at")
+        if expires_at is None:
+            return
+        start = max(self.effective_at, effective_at)
+        if datetime.fromisoformat(expires_at) <= start:
+            raise CommandError(
+                "expires_at", f"must be after {start.isoformat()}, when the directive is in "
+                "force with this amendment; to end it, lift it"
+            )
+
+    def _terms_from(
+        self, effective_at: datetime, terms: dict[str, Any]
+    ) -> list[tuple[datetime, dict[str, Any]]]:
+        """The terms in force at each change from `effective_at` on, were the amendment
+        (`effective_at`, `terms`) added: each amendment replaces what it carries from its start,
+        in (start, recorded) order, as the fact base reads them."""
+        added = (effective_at, terms)
+        ordered = sorted([*self.amendments, added], key=lambda amendment: amendment[0])
+        in_force = dict(self.issued_terms)
+        states = []
+        reached = False
+        for amendment in ordered:
+            in_force = {**in_force, **amendment[1]}
+            reached = reached or amendment is added
+            if reached:
+                states.append((amendment[0], in_force))
+        return states
 
     def lift(self, effective_at: datetime, signed_by: str | None, recorded_at: datetime) -> None:
         if self.lifted:
@@ -301,17 +339,38 @@ class CommandReceipt(Aggregate):
     class Received(Aggregate.Created):
         command_id: str
         command_type: str
+        digest: str | None
+        """`domain.commands.command_digest` of the command; None in receipts stored before
+        receipts kept it (class version 1)."""
 
-    def __init__(self, command_id: str, command_type: str) -> None:
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["digest"] = None
+
+    def __init__(self, command_id: str, command_type: str, digest: str | None) -> None:
         self.command_id = command_id
         self.command_type = command_type
+        self.digest = digest
 
     @classmethod
-    def receive(cls, command_id: str, command_type: str, recorded_at: datetime) -> CommandReceipt:
+    def receive(
+        cls, command_id: str, command_type: str, digest: str, recorded_at: datetime
+    ) -> CommandReceipt:
         return cls._create(
             cls.Received,
             id=receipt_key(command_id),
             timestamp=recorded_at,
             command_id=command_id,
             command_type=command_type,
+            digest=digest,
         )
+
+    def is_for(self, command_type: str, digest: str) -> bool:
+        """Whether this receipt is for that command, so that applying it again is a no-op.
+        A receipt without a digest (stored before receipts kept one) can only tell the command
+        type: the same type counts as the same command, as it did when it was stored."""
+        if self.digest is None:
+            return self.command_type == command_type
+        return self.digest == digest

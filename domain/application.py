@@ -36,6 +36,7 @@ from domain.commands import (
     AttestLocation,
     AttestNationality,
     Command,
+    CommandConflict,
     CommandError,
     GrantEntitlement,
     IssueDirective,
@@ -45,7 +46,9 @@ from domain.commands import (
     RevokeAttestation,
     RevokeEntitlement,
     WithdrawModel,
+    command_digest,
 )
+from domain.values import shown
 
 Clock = Callable[[], datetime]
 
@@ -142,14 +145,16 @@ class CommandBatch:
         return Applied(self._applied, self._position, self._repeated)
 
     def apply(self, command: Command) -> bool:
-        """Applies one command; False when its `command_id` was applied before."""
-        if command.command_id is not None and self._get(receipt_key(command.command_id)):
+        """Applies one command; False when its `command_id` was applied before with this same
+        command. CommandConflict when that id was applied with a different one."""
+        digest = None if command.command_id is None else command_digest(command)
+        if digest is not None and self._repeats(command, digest):
             self._repeated += 1
             return False
         now = self._app.clock()
         changed = _HANDLERS[type(command)](self, command, now)
-        if command.command_id is not None:
-            receipt = CommandReceipt.receive(command.command_id, command.type, now)
+        if digest is not None:
+            receipt = CommandReceipt.receive(command.command_id, command.type, digest, now)
             self._working[receipt.id] = receipt
             changed = [*changed, receipt]
         for aggregate in changed:
@@ -158,6 +163,19 @@ class CommandBatch:
         self._pending_commands += 1
         if self._pending_commands >= self._flush_every:
             self.flush()
+        return True
+
+    def _repeats(self, command: Command, digest: str) -> bool:
+        """Whether the command's `command_id` has a receipt for this same command; raises
+        CommandConflict when the receipt is for another command."""
+        receipt: CommandReceipt | None = self._get(receipt_key(command.command_id))
+        if receipt is None:
+            return False
+        if not receipt.is_for(command.type, digest):
+            raise CommandConflict(
+                "command_id", f"{shown(command.command_id, 80)} was already applied with a "
+                f"different {receipt.command_type} command; a command_id names one command"
+            )
         return True
 
     def track(self, tracking: Tracking) -> None:

@@ -478,7 +478,9 @@ def sign(
                            "the officer-keys table.")
     ] = False,
 ) -> None:
-    """Sign directive commands (other commands pass through unchanged)."""
+    """Sign directive commands (other commands pass through unchanged); a directive command
+    without a command_id gets a fresh one, which the signature covers."""
+    from domain.commands import load_json
     from interlock.auth import ConfigError
     from interlock.signing import generate_key as new_key
     from interlock.signing import load_private_key, private_key_pem, public_key_b64, sign_command
@@ -506,8 +508,7 @@ def sign(
             if not line.strip():
                 continue
             try:
-                parse_command_json(line)
-                emit(sign_command(json.loads(line), private, key_id))
+                emit(sign_command(load_json(line), private, key_id))
             except CommandError as error:
                 raise fail(f"line {number}: {error}") from None
 

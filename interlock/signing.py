@@ -1,9 +1,12 @@
 """Officer signatures on directives: Ed25519 over `domain.commands.canonical_json(command)`.
 
 When officer keys are configured, `issue_directive`, `amend_directive` and `lift_directive`
-must carry `signature: {"key_id", "value"}`. `OfficerKeys` is the application's
-`check_signature` hook: it returns the signer's key id, which the directive's event keeps in
-`signed_by`, or refuses the command with an error naming `signature`, so nothing of it is stored.
+must carry `signature: {"key_id", "value"}` and, signed, a `command_id`: the signature covers
+the id, so a replayed signed command is a repeat of an applied `command_id`, a counted no-op,
+and cannot be re-applied under a new id without a new signature. `OfficerKeys` is the
+application's `check_signature` hook: it returns the signer's key id, which the directive's
+event keeps in `signed_by`, or refuses the command with an error naming `signature` (or
+`command_id`), so nothing of it is stored.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import binascii
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -82,6 +86,12 @@ class OfficerKeys:
                 "signature", f"{command.type} must be signed by an officer key "
                 '({"key_id": ..., "value": ...}); see `interlock sign`'
             )
+        if command.command_id is None:
+            raise CommandError(
+                "command_id", f"a signed {command.type} must carry a command_id: the signature "
+                "covers it, so that a replayed command is a repeat, not applied again; "
+                "`interlock sign` adds one"
+            )
         key = self.keys.get(signature.key_id)
         if key is None:
             raise CommandError("signature", f"unknown officer key id {signature.key_id!r}")
@@ -100,16 +110,24 @@ class OfficerKeys:
         return signature.key_id
 
 
-def sign_command(data: dict[str, Any], key: Ed25519PrivateKey, key_id: str) -> dict[str, Any]:
+def sign_command(data: Any, key: Ed25519PrivateKey, key_id: str) -> dict[str, Any]:
     """`data` with an officer signature when it is a directive command, unchanged otherwise.
 
-    The command is validated first: the signature covers its canonical form, which is what the
-    verifier recomputes, so only a valid command can be signed."""
-    command = parse_command(data)
+    A directive command without a `command_id` gets a fresh one (a UUID) first, since the
+    signature covers it. The command is validated first: the signature covers its canonical
+    form, which is what the verifier recomputes, so only a valid command can be signed. A
+    signature `data` already carries is replaced."""
+    if not isinstance(data, dict):
+        parse_command(data)  # refuses it: a command is a JSON object
+    unsigned = {name: value for name, value in data.items() if name != "signature"}
+    command = parse_command(unsigned)
     if not isinstance(command, SIGNED_COMMANDS):
         return data
+    if command.command_id is None:
+        unsigned["command_id"] = str(uuid4())
+        command = parse_command(unsigned)
     value = base64.b64encode(key.sign(canonical_json(command))).decode("ascii")
-    return {**data, "signature": {"key_id": key_id, "value": value}}
+    return {**unsigned, "signature": {"key_id": key_id, "value": value}}
 
 
 def generate_key() -> Ed25519PrivateKey:

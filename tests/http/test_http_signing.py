@@ -120,11 +120,13 @@ def test_a_refused_signature_keeps_the_commands_before_it(
 def test_signatures_survive_reformatting_but_not_changes(officer_key: Ed25519PrivateKey) -> None:
     keys = OfficerKeys({"officer-1": officer_key.public_key()})
     document = signed(ORDER, officer_key)
-    reformatted = {**document, "received_at": "2026-11-26T22:21:00Z", "route_to": None,
-                   "command_id": "c-7"}
+    reformatted = {**document, "received_at": "2026-11-26T22:21:00Z", "route_to": None}
     assert keys(parse_command(reformatted)) == "officer-1"
     with pytest.raises(CommandError, match="signature"):
         keys(parse_command({**document, "disclose": False}))
+    # the signature covers command_id (issue 9): a signed command cannot be re-sent as new
+    with pytest.raises(CommandError, match="signature"):
+        keys(parse_command({**document, "command_id": "c-7"}))
 
 
 def test_officer_keys_tables(tmp_path: Path, officer_key: Ed25519PrivateKey,
@@ -163,6 +165,7 @@ def test_the_sign_command_signs_directives_for_the_service(
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert lines[:-1] == SETUP
     assert lines[-1]["signature"]["key_id"] == "k-1"
+    assert lines[-1]["command_id"]  # added by sign, since the signature covers it
     client = serve(officer_keys=table)
     answer = client.post("/v1/commands", json={"commands": lines})
     assert answer.status_code == 200, answer.text

@@ -144,7 +144,7 @@ def build_events() -> list[DomainEvent]:
     directive.amend(at(10), amend.amended_terms(), None, recorded_at=at(10))
     directive.lift(at(11), "officer-1", recorded_at=at(11))
 
-    receipt = CommandReceipt.receive("c-4", "issue_directive", recorded_at=at(0))
+    receipt = CommandReceipt.receive("c-4", "issue_directive", "ab" * 32, recorded_at=at(0))
 
     events: list[DomainEvent] = []
     for aggregate in (model, for_org, for_subject, subject, directive, receipt):
