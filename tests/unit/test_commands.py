@@ -9,10 +9,21 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from uuid import UUID
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from domain.commands import COMMAND_TYPES, CommandError, parse_command, parse_command_json
+from domain.aggregates import Directive
+from domain.commands import (
+    COMMAND_TYPES,
+    CommandError,
+    canonical_json,
+    command_digest,
+    parse_command,
+    parse_command_json,
+)
+from interlock.signing import OfficerKeys, sign_command
 
 from .support import (
     APR,
@@ -28,6 +39,7 @@ from .support import (
     register,
     revoke_attestation,
     revoke_entitlement,
+    ts,
     withdraw,
 )
 
@@ -466,3 +478,82 @@ def test_apply_all_reports_count_and_position(h: Harness) -> None:
 def test_apply_all_of_nothing_stores_nothing(h: Harness) -> None:
     result = h.apply_all([])
     assert (result.applied, result.position, h.position) == (0, 0, 0)
+
+
+# --- one command, one canonical form --------------------------------------------------------
+
+
+def test_canonical_json_covers_the_command_id_but_not_the_signature() -> None:
+    document = directive("d", models=["*"], command_id="c-1")
+    canonical = json.loads(canonical_json(parse_command(document)))
+    assert canonical["command_id"] == "c-1"
+    signed_document = {**document, "signature": {"key_id": "k", "value": "c2ln"}}
+    assert canonical_json(parse_command(signed_document)) == canonical_json(
+        parse_command(document))
+
+
+def test_canonical_json_of_an_amendment_keeps_only_the_terms_it_carries() -> None:
+    keep_expiry = parse_command(amend("d", APR, on_unknown="ignore"))
+    clear_expiry = parse_command(amend("d", APR, on_unknown="ignore", expires_at=None))
+    assert "expires_at" not in json.loads(canonical_json(keep_expiry))
+    assert json.loads(canonical_json(clear_expiry))["expires_at"] is None
+
+
+def test_the_digest_ignores_formatting_and_sees_every_change() -> None:
+    one = parse_command_json(
+        '{"type": "withdraw_model", "model": "fable-5", "command_id": "c-1", '
+        '"effective_at": "2026-11-26T17:21:00-05:00"}')
+    same = parse_command({"command_id": "c-1", "effective_at": "2026-11-26T22:21:00Z",
+                          "model": "fable-5", "type": "withdraw_model"})
+    assert command_digest(one) == command_digest(same)
+    other = parse_command({**same.model_dump(mode="json"), "type": "reinstate_model"})
+    assert command_digest(other) != command_digest(one)
+
+
+def test_repeats_are_counted(h: Harness) -> None:
+    h.apply(register("fable-5", "fable", command_id="c-1"))
+    result = h.apply_all([register("fable-5", "fable", command_id="c-1")] * 3)
+    assert (result.applied, result.repeated) == (0, 3)
+
+
+def test_sign_adds_a_fresh_command_id_to_a_directive_command_that_lacks_one() -> None:
+    key = Ed25519PrivateKey.generate()
+    first = sign_command(lift("d", APR), key, "k-1")
+    second = sign_command(lift("d", APR), key, "k-1")
+    assert first["command_id"] != second["command_id"]
+    assert str(UUID(first["command_id"])) == first["command_id"]
+    assert sign_command({**lift("d", APR), "command_id": "c-9"}, key, "k-1")["command_id"] == (
+        "c-9")
+    assert sign_command(register("m", "f"), key, "k-1") == register("m", "f")
+    keys = OfficerKeys({"k-1": key.public_key()})
+    assert keys(parse_command(first)) == "k-1"
+
+
+def test_strings_of_every_script_are_ids_and_country_codes_are_upper_cased() -> None:
+    command = parse_command(nationality("Zoë-用户", ["us", " de "]))
+    assert (command.subject, command.citizenships) == ("Zoë-用户", ["US", "DE"])
+
+
+def test_amendment_checks_use_the_terms_in_force_not_only_the_latest(h: Harness) -> None:
+    h.apply(
+        register("fable-5", "fable"), register("fable-4", "fable"),
+        directive("d", models=["fable-5"], effective_at=MAR),
+        amend("d", JUN, effect="route", route_to="fable-4"),
+    )
+    # before JUN the directive denies: a route_to from APR would meet a deny directive
+    assert h.refuse(amend("d", APR, route_to="fable-4")).field == "route_to"
+    h.apply(amend("d", APR, effect="route", route_to="fable-4"))
+    assert h.reasons("u", "fable-5", JUN) == [("no_entitlement", None)]
+
+
+def test_a_store_written_before_the_input_checks_still_replays(h: Harness) -> None:
+    """Stored predicates are read as they were accepted: a directive stored with `DEU` (which
+    today's input refuses) replays, and decides as it did (it never matched a German)."""
+    h.apply(register("fable-5", "fable"), nationality("de", ["DE"]), grant("e", subject="de"))
+    terms = {"models": ["fable-5"], "subjects": {"citizenship": {"any_of": ["DEU"]}},
+             "effect": "deny", "route_to": None, "disclose": False,
+             "exempt": {"subjects": [], "orgs": []}, "on_unknown": "apply", "expires_at": None}
+    stored = Directive.issue("old", "", "", ts(MAR), ts(MAR), terms, None, ts(MAR))
+    h.engine.app.save(stored)
+    h.engine.catch_up()
+    assert h.effect("de", "fable-5", JUN) == "allow"
