@@ -50,7 +50,10 @@ class FieldProblem(ValueError):
 
 
 def _to_utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:59:59-05:00 is past the last representable UTC time
+        raise ValueError("out of range once converted to UTC") from None
 
 
 def _iso_only(value: Any) -> Any:

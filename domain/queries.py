@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, Strict
 
 from domain.commands import CountryCode, Identifier, Timestamp
 from domain.decision import NO_CONTEXT, Context
@@ -21,7 +21,8 @@ class DecisionRequest(BaseModel):
     subject: Identifier
     model: Identifier
     at: Timestamp | None = None
-    as_of: Annotated[int, Field(ge=0, le=MAX_POSITION)] | None = None
+    as_of: Annotated[int, Strict(), Field(ge=0, le=MAX_POSITION)] | None = None
+    """A JSON integer: `true`, `"5"` and `5.0` are refused, not read as positions."""
     known_at: Timestamp | None = None
     location: CountryCode | None = None
     purpose: Identifier | None = None
