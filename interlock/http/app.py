@@ -1,8 +1,8 @@
 """The FastAPI application: routes, roles, error bodies, input bounds.
 
 Every error body is `{"error": ..., "field": ..., "index": ...}` (see `ErrorOut`). Bodies are
-bounded before they are read (`BodyLimit`), then read by `load_json`, which refuses what two
-JSON parsers could read two ways; decision routes then validate with one pydantic call and
+bounded before and while they arrive (`Guard`), then read by `load_json`, which refuses what
+two JSON parsers could read two ways; decision routes then validate with one pydantic call and
 answer orjson-serialised normative JSON.
 """
 
@@ -26,14 +26,15 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from domain.commands import Command, CommandConflict, CommandError, Timestamp, command_error_from
 from domain.decision import Decision, Reason
 from domain.limits import MAX_REQUEST_BYTES, MAX_STREAM_CONNECTIONS
 from interlock.auth import Role, Tokens
 from interlock.http import compliance
-from interlock.http.body import BodyLimit
+from interlock.http.guard import Guard, too_large
+from interlock.http.metrics import Metrics
 from interlock.http.models import (
     AppliedOut,
     BatchIn,
@@ -75,6 +76,18 @@ Credentials = Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]
 
 BEARER_REQUIRED = {"security": [{"bearer": []}]}
 """What `Security(BEARER)` documents, for routes that check the token themselves."""
+
+
+class GuardedAPI(FastAPI):
+    """FastAPI with `Guard` outside all of FastAPI's own middleware, where a declared body
+    size is refused before FastAPI's body limit would answer it in plain text."""
+
+    def __init__(self, metrics: Metrics, **options: Any) -> None:
+        super().__init__(max_body_size=MAX_REQUEST_BYTES, **options)
+        self.metrics = metrics
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return Guard(super().build_middleware_stack(), MAX_REQUEST_BYTES, self.metrics)
 
 
 class DirectRoute(APIRoute):
@@ -214,6 +227,7 @@ def _responses(*extra: tuple[int, type, str]) -> dict[int | str, dict[str, Any]]
 
 
 INVALID = (422, ErrorOut, "The request is malformed; `field` names what is wrong.")
+TOO_LARGE = (413, ErrorOut, "The body is over the request limit; it was not read.")
 UNKNOWN = (404, ErrorOut, "Nothing is known under that id.")
 
 
@@ -232,9 +246,9 @@ def create_app(settings: ServeSettings) -> FastAPI:
         finally:
             service.close()
 
-    app = FastAPI(title="Interlock", version="1", description=DESCRIPTION, lifespan=lifespan)
+    app = GuardedAPI(metrics, title="Interlock", version="1", description=DESCRIPTION,
+                     lifespan=lifespan)
     app.state.service = service
-    app.add_middleware(BodyLimit, limit=MAX_REQUEST_BYTES, answered=metrics.answered)
 
     def role(needed: Role | None) -> Callable[..., Awaitable[None]]:
         async def check(request: Request, _: Credentials) -> None:
@@ -249,6 +263,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, error: HTTPException) -> Response:
+        if error.status_code == 413:  # max_body_size, while the body was read
+            return Response(too_large(MAX_REQUEST_BYTES), 413, media_type=JSON)
         return _refused(error)
 
     @app.exception_handler(Exception)
@@ -268,8 +284,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
 
     @direct.post(
         "/v1/decide", tags=["decide"], response_model=DecisionOut,
-        responses=_responses(INVALID, (409, BehindOut, "The index is behind the asked "
-                                       "position after waiting.")),
+        responses=_responses(INVALID, TOO_LARGE, (409, BehindOut, "The index is behind the "
+                                                  "asked position after waiting.")),
         openapi_extra={**request_body("DecideIn"), **BEARER_REQUIRED},
     )
     async def decide(request: Request) -> Response:
@@ -299,8 +315,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
 
     @direct.post(
         "/v1/decide/batch", tags=["decide"], response_model=BatchOut,
-        responses=_responses(INVALID, (409, BehindOut, "The index is behind a position asked "
-                                       "for after waiting.")),
+        responses=_responses(INVALID, TOO_LARGE, (409, BehindOut, "The index is behind a "
+                                                  "position asked for after waiting.")),
         openapi_extra={**request_body("BatchIn"), **BEARER_REQUIRED},
     )
     async def decide_batch(request: Request) -> Response:
@@ -345,7 +361,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
              "command (`index` names it; nothing of it was stored, the `applied` commands "
              "before it were), or another writer changed the same facts at the same time "
              "(retry)."),
-            (413, ErrorOut, "The body is over the request limit; it was not read."),
+            TOO_LARGE,
         ),
         openapi_extra=request_body("CommandsIn"),
     )
@@ -369,7 +385,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
             outcome = await run_in_threadpool(service.apply, documents)
         except IntegrityError:
             return _error(409, "another writer changed the same facts concurrently; nothing of "
-                          "the unsaved commands was stored, retry them")
+                          "these commands was stored, retry them", applied=0, repeated=0,
+                          position=service.engine.app.position)
         if outcome.rejected is not None:
             index, error = outcome.rejected
             return _rejected(error, index, outcome)

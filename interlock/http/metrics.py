@@ -84,3 +84,4 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+

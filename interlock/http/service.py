@@ -69,7 +69,10 @@ def parse_document(document: Any) -> Command:
     """One command of a request body: the domain's checks, then the bound on one command's
     size that a line of `interlock apply` or a Kafka message meets (as compact JSON)."""
     command = parse_command(document)
-    size = len(orjson.dumps(document))
+    try:
+        size = len(orjson.dumps(document))
+    except orjson.JSONEncodeError:  # nested past orjson's bound: no command is
+        raise CommandError("", "nested too deeply") from None
     if size > MAX_COMMAND_BYTES:
         raise CommandError("", f"the command is {size:,} bytes as JSON, over the limit of "
                            f"{MAX_COMMAND_BYTES:,}")
