@@ -265,20 +265,30 @@ def decide(
         return
     if subject is None or model is None:
         raise fail("decide needs SUBJECT and MODEL, or --batch FILE")
-    try:
-        request = DecisionRequest(
-            subject=subject, model=model, at=timestamp_option(at, "--at"), as_of=as_of,
-            known_at=timestamp_option(known_at, "--known-at"), location=location,
-            purpose=purpose,
-        )
-    except ValidationError as error:
-        raise fail(f"--{command_error_from(error)}") from None
+    request = request_of(subject, model, at, as_of, known_at, location, purpose)
     with engine_for(ctx, store) as engine:
         decision = decide_request(engine, request)
     if as_json:
         emit(decision.to_json())
     else:
         show_decision(decision)
+
+
+def request_of(subject: str, model: str, at: str | None, as_of: int | None,
+               known_at: str | None, location: str | None, purpose: str | None
+               ) -> DecisionRequest:
+    """The options of `decide` and `explain`, validated as an HTTP decide request is."""
+    try:
+        return DecisionRequest(
+            subject=subject, model=model, at=timestamp_option(at, "--at"), as_of=as_of,
+            known_at=timestamp_option(known_at, "--known-at"), location=location,
+            purpose=purpose,
+        )
+    except ValidationError as error:
+        problem = command_error_from(error)
+        name = problem.field if problem.field in ("subject", "model") else "--" + (
+            problem.field.replace("_", "-"))
+        raise fail(f"{name}: {problem.message}") from None
 
 
 def decide_request(engine: Engine, request: DecisionRequest) -> Decision:
@@ -936,15 +946,13 @@ def explain(
 
     from rich.tree import Tree
 
-    from domain.decision import Context
     from projections import compliance
 
-    moment = timestamp_option(at, "--at") or datetime.now(UTC)
-    known = timestamp_option(known_at, "--known-at")
-    context = Context(location.upper() if location else None, purpose)
+    request = request_of(subject, model, at, as_of, known_at, location, purpose)
     with engine_for(ctx, store) as engine, engine.index.lock:
-        data = compliance.explain(engine.index.facts, subject, model, moment, as_of, known,
-                                  context)
+        data = compliance.explain(engine.index.facts, request.subject, request.model,
+                                  request.at or datetime.now(UTC), request.as_of,
+                                  request.known_at, request.context)
     if as_json:
         emit(data)
         return
