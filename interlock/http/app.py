@@ -58,7 +58,7 @@ from interlock.http.settings import ServeSettings
 from interlock.json_input import JSONInputError, load_json
 from interlock.revocations import RevocationLog
 
-log = logging.getLogger("interlock.http")
+logger = logging.getLogger("interlock.http")
 
 JSON = "application/json"
 STREAM_RETRY_SECONDS = 5
@@ -271,7 +271,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
     async def internal_error(request: Request, error: Exception) -> Response:
         """The last guard: a fault of ours (never of the input, which is refused with 4xx
         before this) answers one line, and the traceback goes to the log."""
-        log.error("%s %s failed", request.method, request.url.path, exc_info=error)
+        logger.error("%s %s failed", request.method, request.url.path, exc_info=error)
         return _error(500, f"internal error ({type(error).__name__}); see the server log")
 
     @app.exception_handler(RequestValidationError)
@@ -386,7 +386,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
         except IntegrityError:
             return _error(409, "another writer changed the same facts concurrently; nothing of "
                           "these commands was stored, retry them", applied=0, repeated=0,
-                          position=service.engine.app.position)
+                          position=service.index.position)
         if outcome.rejected is not None:
             index, error = outcome.rejected
             return _rejected(error, index, outcome)
@@ -465,8 +465,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
         `access_revoked` or `access_restored` with the record's JSON as data and this
         process's change number as id, so a reconnecting client resumes with `Last-Event-ID`.
         Role `decide`. At most MAX_STREAM_CONNECTIONS streams per process are open at once."""
-        changes = service.engine.revocations
-        if changes is None:
+        log = service.engine.revocations
+        if log is None:
             return _error(404, "this replica follows Kafka; read interlock.enforcement")
         if not streams.take():
             response = _error(503, f"all {streams.capacity} enforcement stream slots of this "
@@ -475,7 +475,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
             return response
         start = last_event_id if last_event_id is not None else after
         return SlotStream(
-            _changes_as_events(changes, changes.last if start is None else start, heartbeat),
+            _changes_as_events(log, log.last if start is None else start, heartbeat),
             streams, headers={"Cache-Control": "no-store"},
         )
 
@@ -524,13 +524,13 @@ def create_app(settings: ServeSettings) -> FastAPI:
 
 
 async def _changes_as_events(
-    changes_log: RevocationLog, after: int, heartbeat: float
+    log: RevocationLog, after: int, heartbeat: float
 ) -> AsyncIterator[bytes]:
     """Server-sent events from the revocation log, with a comment line as heartbeat. It waits
     on the event loop (never in a pool thread), so it ends as soon as the client leaves."""
     last = after
     while True:
-        changes = await changes_log.next_after(last, heartbeat)
+        changes = await log.next_after(last, heartbeat)
         if not changes:
             yield b": keep-alive\n\n"
             continue

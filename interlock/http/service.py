@@ -71,7 +71,7 @@ def parse_document(document: Any) -> Command:
     command = parse_command(document)
     try:
         size = len(orjson.dumps(document))
-    except orjson.JSONEncodeError:  # nested past orjson's bound: no command is
+    except orjson.JSONEncodeError:  # deeper than orjson encodes, as no command in the limits is
         raise CommandError("", "nested too deeply") from None
     if size > MAX_COMMAND_BYTES:
         raise CommandError("", f"the command is {size:,} bytes as JSON, over the limit of "
