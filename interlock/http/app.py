@@ -389,6 +389,9 @@ def create_app(settings: ServeSettings) -> FastAPI:
                           position=service.index.position)
         if outcome.rejected is not None:
             index, error = outcome.rejected
+            if isinstance(error, CommandConflict):  # named as `interlock apply` names it
+                error = CommandConflict("command_id", f"command_id "
+                                        f"{documents[index]['command_id']!r}: {error.message}")
             return _rejected(error, index, outcome)
         return _json({"applied": outcome.applied, "repeated": outcome.repeated,
                       "position": outcome.position})
@@ -399,12 +402,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
         if outcome is None:
             metrics.commands_rejected.inc()
             outcome = CommandsOutcome(0, service.index.position)
-        message = error.message
-        if isinstance(error, CommandConflict):
-            return _error(409, message, error.field or "command_id", index,
-                          applied=outcome.applied, repeated=outcome.repeated,
-                          position=outcome.position)
-        return _error(422, message, error.field, index, applied=outcome.applied,
+        status = 409 if isinstance(error, CommandConflict) else 422
+        return _error(status, error.message, error.field, index, applied=outcome.applied,
                       repeated=outcome.repeated, position=outcome.position)
 
     @app.get("/v1/subjects/{subject}/history", tags=["audit"], dependencies=auditor,
