@@ -151,7 +151,7 @@ class _Command(BaseModel):
         size = len(self.model_dump_json())
         if size > MAX_COMMAND_BYTES:
             raise FieldProblem(
-                "", f"the command is {size:,} bytes as JSON; at most {MAX_COMMAND_BYTES:,}"
+                "", f"the command is {size:,} bytes as JSON; the limit is {MAX_COMMAND_BYTES:,}"
             )
         return self
 
@@ -439,23 +439,36 @@ def load_json(text: str | bytes, max_bytes: int = MAX_COMMAND_BYTES) -> Any:
     if isinstance(text, bytes | bytearray | memoryview):
         raw = bytes(text)
         if len(raw) > max_bytes:
-            raise CommandError("", f"{len(raw):,} bytes; one document has at most {max_bytes:,}")
+            raise CommandError(
+                "", f"{len(raw):,} bytes; the limit for one document is {max_bytes:,}"
+            )
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as error:
-            raise CommandError("", f"not valid UTF-8 (byte {error.start})") from None
+            # Read with the bad bytes kept as lone surrogates, to name the value holding them.
+            where = _fault_path(raw.decode("utf-8", "surrogateescape"), strings=True)
+            raise CommandError(where or "", f"not valid UTF-8 (byte {error.start})") from None
     elif isinstance(text, str):
         size = len(text) if len(text) > max_bytes else len(text.encode("utf-8", "surrogatepass"))
         if size > max_bytes:
-            raise CommandError("", f"{size:,} bytes; one document has at most {max_bytes:,}")
+            raise CommandError("", f"{size:,} bytes; the limit for one document is {max_bytes:,}")
     else:
         raise CommandError("", "expected JSON text")
     try:
-        return _DECODER.decode(text)
+        document = _DECODER.decode(text)
     except json.JSONDecodeError as error:
         raise CommandError("", f"not valid JSON: {error.msg} at column {error.colno}") from None
     except RecursionError:
         raise CommandError("", "not valid JSON: nested too deeply") from None
+    except CommandError as error:
+        # Objects are built innermost first, so the hook knows the key but not where it is:
+        # read once more, marking instead of refusing, to name the whole path.
+        raise CommandError(_fault_path(text) or error.field, error.message) from None
+    if "\\ud" in text.lower():  # an escaped surrogate: paired is text, a lone one is not
+        where = _fault_path(text, strings=True)
+        if where is not None:
+            raise CommandError(where, "a lone surrogate escape (\\ud800-\\udfff) is not text")
+    return document
 
 
 class OutOfRange:
@@ -467,6 +480,48 @@ class OutOfRange:
 
     def __repr__(self) -> str:
         return shown(self.text)
+
+
+class _Marked(dict[str, Any]):
+    """An object read by `_fault_path`'s decoder, with the key that is at fault in it."""
+
+    fault = ""
+
+
+def _mark_faults(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    marked = _Marked(pairs)
+    try:
+        _unique_keys(pairs)
+    except CommandError as error:
+        marked.fault = error.field
+    return marked
+
+
+def _fault_path(text: str, strings: bool = False) -> str | None:
+    """The dotted path (`commands.3.subject`) of the first key `_unique_keys` refuses, or with
+    `strings` of the first string that is not text (holds a lone surrogate); None if none."""
+    try:
+        document = json.JSONDecoder(
+            object_pairs_hook=_mark_faults, parse_constant=_not_a_number, parse_int=_integer,
+            parse_float=_float,
+        ).decode(text)
+    except (ValueError, RecursionError):
+        return None
+    stack: list[tuple[Any, tuple[str, ...]]] = [(document, ())]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, _Marked) and value.fault:
+            return ".".join((*path, value.fault))
+        if strings and isinstance(value, str) and not _encodable(value):
+            return ".".join(path)
+        if isinstance(value, dict):
+            items = [(item, (*path, field_name(key))) for key, item in value.items()]
+        elif isinstance(value, list):
+            items = [(item, (*path, str(number))) for number, item in enumerate(value)]
+        else:
+            continue
+        stack.extend(reversed(items))
+    return None
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -531,6 +586,9 @@ def command_error_from(error: ValidationError) -> CommandError:
         message = "unknown field"
     elif first["type"] == "timezone_aware":
         message = "timestamp needs a UTC offset (e.g. +00:00 or Z)"
+    elif isinstance(first.get("input"), OutOfRange):
+        message = f"{first['input']!r} is not a number any field holds (NaN, an infinity, or " \
+            "beyond 64 bits)"
     if message.startswith("Value error, "):
         message = message.removeprefix("Value error, ")
     return CommandError(field, message)

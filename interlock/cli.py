@@ -9,26 +9,53 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, TextIO
+from typing import Annotated, Any, BinaryIO
 
 import typer
 from pydantic import TypeAdapter, ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from domain.commands import CommandError, Timestamp, command_error_from, parse_command_json
+from domain.commands import (
+    Command,
+    CommandConflict,
+    CommandError,
+    Timestamp,
+    command_error_from,
+    load_json,
+    parse_command_json,
+)
 from domain.decision import Decision
-from domain.queries import DecisionRequest
+from domain.limits import MAX_COMMAND_BYTES
+from domain.queries import DecisionRequest, parse_decision_request_json
 from interlock.config import StoreURLError
 from interlock.engine import Engine, open_engine
 
-app = typer.Typer(
+
+class Interlock(typer.Typer):
+    """The console script, with a last guard: input errors are refused where they are read,
+    naming the line or option (exit 2); anything that still escapes is a fault of ours, told
+    in one line (exit 1) instead of a traceback."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except Exception as error:
+            sys.stderr.write(f"interlock: internal error: {type(error).__name__}: "
+                             f"{str(error)[:500]}\n")
+            sys.exit(1)
+
+
+app = Interlock(
     help="Interlock: event-sourced access control and export compliance for AI models.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console()
+out = Console(emoji=False)
+"""Human output. Every piece of stored data it prints goes through `literal`, so that an id
+like `[/]` or `:smile:` prints as itself instead of as markup."""
 
 StoreOption = Annotated[
     str | None,
@@ -84,6 +111,16 @@ def main(
         os.environ[OFFICER_KEYS_VARIABLE] = json.dumps(found.table() if found else {})
 
 
+def literal(value: object) -> str:
+    """Stored data (an id, a source, evidence) as rich markup that prints it as it is: markup
+    escaped, and characters that print as nothing or move the cursor (controls, bidi
+    overrides, zero-width) written as escapes, so that the id read is the id stored."""
+    text = str(value)
+    if not text.isprintable():
+        text = "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+    return escape(text)
+
+
 def fail(message: str, code: int = 2) -> typer.Exit:
     sys.stderr.write(message + "\n")
     return typer.Exit(code)
@@ -106,15 +143,46 @@ def engine_for(ctx: typer.Context, store: str | None, catch_up: bool = True) -> 
 
 
 @contextmanager
-def open_input(path: str) -> Iterator[TextIO]:
+def open_input(path: str) -> Iterator[BinaryIO]:
+    """FILE or - (stdin) as bytes: lines are decoded one by one (`input_lines`), so a bad byte
+    is refused naming its line, after every line before it."""
     if path == "-":
-        yield sys.stdin
+        yield sys.stdin.buffer
         return
     try:
-        with Path(path).open(encoding="utf-8") as stream:
+        with Path(path).open("rb") as stream:
             yield stream
     except OSError as error:
         raise fail(f"{path}: {error.strerror}") from None
+
+
+TOO_LONG = f"longer than the limit of {MAX_COMMAND_BYTES:,} bytes"
+
+
+def input_lines(stream: BinaryIO) -> Iterator[tuple[int, bytes | None]]:
+    """The numbered non-blank lines of a JSON-lines stream; None for a line over
+    MAX_COMMAND_BYTES, which is read past in bounded pieces, never held whole."""
+    number = 0
+    while line := stream.readline(MAX_COMMAND_BYTES + 1):
+        number += 1
+        if len(line) > MAX_COMMAND_BYTES and not line.endswith(b"\n"):
+            while line and not line.endswith(b"\n"):
+                line = stream.readline(MAX_COMMAND_BYTES)
+            yield number, None
+        elif line.strip():
+            yield number, line
+
+
+def read_command(line: bytes | None) -> Command:
+    """A command from the bytes of a line (None: too long) or a file, read by the domain's
+    strict reader (UTF-8, repeated keys, size: see `domain.commands.load_json`)."""
+    if line is None:
+        raise CommandError("", TOO_LONG)
+    return parse_command_json(line)
+
+
+def line_error(number: int, problem: object) -> str:
+    return f"line {number}: {problem}"
 
 
 def timestamp_option(value: str | None, name: str) -> datetime | None:
@@ -139,20 +207,27 @@ def apply(
     ] = False,
     store: StoreOption = None,
 ) -> None:
-    """Apply commands; a bad line stops here (exit 2), keeping every line before it."""
+    """Apply commands; a bad line stops here (exit 2), keeping every line before it.
+
+    A repeat of an applied `command_id` (same id, same command) is skipped and counted as
+    `repeated`; the same id with a different command is refused."""
     bad: list[str] = []
-    with engine_for(ctx, store) as engine, open_input(file) as lines:
+    with engine_for(ctx, store) as engine, open_input(file) as stream:
         with engine.app.batch() as batch:
-            for number, line in enumerate(lines, start=1):
-                if not line.strip():
-                    continue
+            for number, line in input_lines(stream):
                 try:
-                    batch.apply(parse_command_json(line))
+                    command = read_command(line)
+                    batch.apply(command)
+                except CommandConflict as error:
+                    bad.append(line_error(number, f"command_id {command.command_id!r}: "
+                                          f"{error.message}"))
                 except CommandError as error:
-                    bad.append(f"line {number}: {error}")
-                    if not keep_going:
-                        break
-        emit({"applied": batch.result.applied, "position": batch.result.position})
+                    bad.append(line_error(number, error))
+                if bad and not keep_going:
+                    break
+        result = batch.result
+        emit({"applied": result.applied, "repeated": result.repeated,
+              "position": result.position})
     for message in bad:
         sys.stderr.write(message + "\n")
     if bad:
@@ -181,25 +256,35 @@ def decide(
     if batch is not None:
         if subject is not None or model is not None:
             raise fail("--batch takes requests from its file, not SUBJECT MODEL")
-        with engine_for(ctx, store) as engine, open_input(batch) as lines:
-            decide_batch(engine, lines)
+        with engine_for(ctx, store) as engine, open_input(batch) as stream:
+            decide_batch(engine, stream)
         return
     if subject is None or model is None:
         raise fail("decide needs SUBJECT and MODEL, or --batch FILE")
-    try:
-        request = DecisionRequest(
-            subject=subject, model=model, at=timestamp_option(at, "--at"), as_of=as_of,
-            known_at=timestamp_option(known_at, "--known-at"), location=location,
-            purpose=purpose,
-        )
-    except ValidationError as error:
-        raise fail(f"--{command_error_from(error)}") from None
+    request = request_of(subject, model, at, as_of, known_at, location, purpose)
     with engine_for(ctx, store) as engine:
         decision = decide_request(engine, request)
     if as_json:
         emit(decision.to_json())
     else:
         show_decision(decision)
+
+
+def request_of(subject: str, model: str, at: str | None, as_of: int | None,
+               known_at: str | None, location: str | None, purpose: str | None
+               ) -> DecisionRequest:
+    """The options of `decide` and `explain`, validated as an HTTP decide request is."""
+    try:
+        return DecisionRequest(
+            subject=subject, model=model, at=timestamp_option(at, "--at"), as_of=as_of,
+            known_at=timestamp_option(known_at, "--known-at"), location=location,
+            purpose=purpose,
+        )
+    except ValidationError as error:
+        problem = command_error_from(error)
+        name = problem.field if problem.field in ("subject", "model") else "--" + (
+            problem.field.replace("_", "-"))
+        raise fail(f"{name}: {problem.message}") from None
 
 
 def decide_request(engine: Engine, request: DecisionRequest) -> Decision:
@@ -209,28 +294,30 @@ def decide_request(engine: Engine, request: DecisionRequest) -> Decision:
     )
 
 
-def decide_batch(engine: Engine, lines: TextIO) -> None:
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+def decide_batch(engine: Engine, stream: BinaryIO) -> None:
+    """One decision per request line, in order; the first bad line stops here (exit 2)."""
+    for number, line in input_lines(stream):
+        if line is None:
+            raise fail(line_error(number, TOO_LONG))
         try:
-            request = DecisionRequest.model_validate_json(line)
-        except ValidationError as error:
-            raise fail(f"line {number}: {command_error_from(error)}") from None
+            request = parse_decision_request_json(line)
+        except CommandError as error:
+            raise fail(line_error(number, error)) from None
         emit(decide_request(engine, request).to_json())
 
 
 def show_decision(decision: Decision) -> None:
     colour = {"allow": "green", "deny": "red", "route": "yellow"}[decision.effect]
-    headline = f"[bold {colour}]{decision.effect.upper()}[/] {decision.subject} → {decision.model}"
+    headline = (f"[bold {colour}]{decision.effect.upper()}[/] {literal(decision.subject)} → "
+                f"{literal(decision.model)}")
     if decision.route_to:
-        headline += f" routed to [bold]{decision.route_to}[/]"
+        headline += f" routed to [bold]{literal(decision.route_to)}[/]"
         headline += " (disclosed)" if decision.disclosed else " (not disclosed)"
     out.print(headline)
     out.print(f"at {decision.at.isoformat()}, as known at position {decision.as_of}")
     table = Table("reason", "ref", box=None)
     for reason in decision.reasons:
-        table.add_row(reason.code, reason.ref or "")
+        table.add_row(reason.code, literal(reason.ref or ""))
     out.print(table)
 
 
@@ -480,7 +567,6 @@ def sign(
 ) -> None:
     """Sign directive commands (other commands pass through unchanged); a directive command
     without a command_id gets a fresh one, which the signature covers."""
-    from domain.commands import load_json
     from interlock.auth import ConfigError
     from interlock.signing import generate_key as new_key
     from interlock.signing import load_private_key, private_key_pem, public_key_b64, sign_command
@@ -503,14 +589,14 @@ def sign(
         private = load_private_key(key)
     except ConfigError as error:
         raise fail(str(error)) from None
-    with open_input(file) as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
+    with open_input(file) as stream:
+        for number, line in input_lines(stream):
+            if line is None:
+                raise fail(line_error(number, TOO_LONG))
             try:
                 emit(sign_command(load_json(line), private, key_id))
             except CommandError as error:
-                raise fail(f"line {number}: {error}") from None
+                raise fail(line_error(number, error)) from None
 
 
 token_app = typer.Typer(help="Bearer tokens for `interlock serve`.", no_args_is_help=True)
@@ -563,13 +649,13 @@ def _utc(value: str | None) -> str:
 
 
 def _reasons(verdict: dict[str, Any]) -> str:
-    return ", ".join(f"{r['code']}={r['ref']}" if r["ref"] else r["code"]
+    return ", ".join(f"{r['code']}={literal(r['ref'])}" if r["ref"] else r["code"]
                      for r in verdict["reasons"])
 
 
 def _effect(verdict: dict[str, Any]) -> str:
     colour = {"allow": "green", "deny": "red", "route": "yellow"}[verdict["effect"]]
-    routed = f" → {verdict['route_to']}" if verdict.get("route_to") else ""
+    routed = f" → {literal(verdict['route_to'])}" if verdict.get("route_to") else ""
     return f"[{colour}]{verdict['effect']}{routed}[/] [dim]{_reasons(verdict)}[/]"
 
 
@@ -607,14 +693,15 @@ def history(
     if as_json:
         emit(data)
         return
-    out.print(f"[bold]{subject}[/] as known at position {data['as_of']:,} (times in UTC)")
+    out.print(f"[bold]{literal(subject)}[/] as known at position {data['as_of']:,} (times in UTC)")
     facts_table = Table("kind", "values", "valid from", "valid until", "recorded", "position",
                         "source", "evidence", title="Attestations", title_justify="left")
     for a in data["attestations"]:
-        values = "; ".join(f"{k}: {', '.join(v) or '—'}" for k, v in a["values"].items())
+        values = "; ".join(f"{k}: {', '.join(map(literal, v)) or '—'}"
+                           for k, v in a["values"].items())
         facts_table.add_row(a["kind"], values, _utc(a["valid_from"]), _utc(a["valid_until"]),
-                            _utc(a["recorded_at"]), f"{a['position']:,}", a["source"],
-                            a["evidence"] or "")
+                            _utc(a["recorded_at"]), f"{a['position']:,}", literal(a["source"]),
+                            literal(a["evidence"] or ""))
     for r in data["revocations"]:
         facts_table.add_row(f"{r['kind']} revoked", "", _utc(r["effective_at"]), "",
                             _utc(r["recorded_at"]), f"{r['position']:,}", "", "")
@@ -625,7 +712,8 @@ def history(
         ((kind, grantee),) = e["grantee"].items()
         revoked = ", ".join(f"{_utc(r['effective_at'])} (pos {r['position']:,})"
                             for r in e["revocations"])
-        grants.add_row(e["entitlement"], f"{kind} {grantee}", ", ".join(e["models"]),
+        grants.add_row(literal(e["entitlement"]), f"{kind} {literal(grantee)}",
+                       ", ".join(map(literal, e["models"])),
                        _utc(e["valid_from"]), _utc(e["valid_until"]), _utc(e["recorded_at"]),
                        f"{e['position']:,}", revoked)
     out.print(grants)
@@ -634,14 +722,15 @@ def history(
         cause = change["cause"]
         mark = {"lost": "[red]▼ lost[/]", "gained": "[green]▲ gained[/]"}.get(
             change["access"] or "", "· changed")
-        out.print(f"{_utc(change['at'])}  [bold]{change['model']}[/]  {mark}  "
+        out.print(f"{_utc(change['at'])}  [bold]{literal(change['model'])}[/]  {mark}  "
                   f"{_effect(change['before'])} → {_effect(change['after'])}")
-        out.print(f"    [dim]{change['kind']}:[/] {cause['event']} {cause['ref']} at position "
+        out.print(f"    [dim]{change['kind']}:[/] {cause['event']} {literal(cause['ref'])} at "
+                  "position "
                   f"{cause['position']:,}, recorded {_utc(cause['recorded_at'])}")
     _more(limit, len(data["changes"]))
     now = Table("model", "decision now", title="Now", title_justify="left")
     for decision in data["decisions"]:
-        now.add_row(decision["model"], _effect(decision))
+        now.add_row(literal(decision["model"]), _effect(decision))
     out.print(now)
 
 
@@ -683,7 +772,8 @@ def _progress(label: str) -> Iterator[Any]:
 
 def _impact_table(data: dict[str, Any]) -> Table:
     models = data["compared"]["models"]
-    table = Table("reason", *models, "pairs", "subjects", title="Changed decisions by reason",
+    table = Table("reason", *map(literal, models), "pairs", "subjects",
+                  title="Changed decisions by reason",
                   title_justify="left")
     for group in data["groups"]:
         label = ("unknown " + ", ".join(group["unknown_attributes"])
@@ -712,7 +802,7 @@ def impact(
     """Every (subject, model) whose decision DIRECTIVE changed, grouped by reason.
 
     Decisions at its effective time, as known just before and just after its position."""
-    from domain.commands import IssueDirective, parse_command
+    from domain.commands import IssueDirective
     from projections import compliance
 
     if (directive is None) == (what_if is None):
@@ -720,11 +810,9 @@ def impact(
     with engine_for(ctx, store, catch_up=False) as engine:
         if what_if is not None:
             with open_input(what_if) as stream:
-                text = stream.read()
+                data = stream.read(MAX_COMMAND_BYTES + 1)
             try:
-                command = parse_command(json.loads(text))
-            except json.JSONDecodeError as error:
-                raise fail(f"{what_if}: not valid JSON: {error.msg}") from None
+                command = read_command(data if len(data) <= MAX_COMMAND_BYTES else None)
             except CommandError as error:
                 raise fail(f"{what_if}: {error}") from None
             if not isinstance(command, IssueDirective):
@@ -744,8 +832,8 @@ def impact(
         emit(data)
         return
     hypothetical = " [yellow](what-if: not issued)[/]" if data["what_if"] else ""
-    out.print(f"[bold]{data['directive']}[/]{hypothetical} — {data['authority']} "
-              f"{data['reference']}")
+    out.print(f"[bold]{literal(data['directive'])}[/]{hypothetical} — "
+              f"{literal(data['authority'])} {literal(data['reference'])}")
     out.print(f"received {_utc(data['received_at'])}, effective {_utc(data['effective_at'])}, "
               f"recorded {_utc(data['recorded_at'])} at position {data['position']:,}")
     compared = data["compared"]
@@ -758,7 +846,7 @@ def impact(
     for row in data["changes"][:limit]:
         why = ("unknown " + ", ".join(row["unknown_attributes"])
                if row["group"] == "unknown_attribute" else "meets the predicate")
-        rows.add_row(row["subject"], row["model"], why, _effect(row["before"]),
+        rows.add_row(literal(row["subject"]), literal(row["model"]), why, _effect(row["before"]),
                      _effect(row["after"]))
     out.print(rows)
     _more(limit, len(data["changes"]))
@@ -798,14 +886,14 @@ def diff(
               f"{data['compared']['of_subjects']:,} subjects could change)")
     counts = Table("model", "lost", "gained", title="Access changes", title_justify="left")
     for name in data["models"]:
-        counts.add_row(name, f"{data['counts']['lost'].get(name, 0):,}",
+        counts.add_row(literal(name), f"{data['counts']['lost'].get(name, 0):,}",
                        f"{data['counts']['gained'].get(name, 0):,}")
     out.print(counts)
     for label in ("lost", "gained"):
         rows = Table("subject", "model", f"at {_utc(data['from'])}", f"at {_utc(data['to'])}",
                      title=label.capitalize(), title_justify="left")
         for row in data[label][:limit]:
-            rows.add_row(row["subject"], row["model"], _effect(row["before"]),
+            rows.add_row(literal(row["subject"]), literal(row["model"]), _effect(row["before"]),
                          _effect(row["after"]))
         out.print(rows)
         _more(limit, len(data[label]))
@@ -818,8 +906,10 @@ def _truth(value: bool | None) -> str:
 def _predicate_tree(node: dict[str, Any], tree: Any) -> None:
     kind = node["node"]
     if kind in ("any_of", "none_of"):
-        actual = "unknown" if node["actual"] is None else ", ".join(node["actual"]) or "none"
-        label = f"{node['attribute']} {kind} [{', '.join(node['values'])}] (is: {actual})"
+        actual = ("unknown" if node["actual"] is None else
+                  ", ".join(map(literal, node["actual"])) or "none")
+        label = (f"{node['attribute']} {kind} \\[{', '.join(map(literal, node['values']))}] "
+                 f"(is: {actual})")
     elif kind == "us_person":
         label = f"us_person is {str(node['expected']).lower()}"
     else:
@@ -849,51 +939,52 @@ def explain(
 
     from rich.tree import Tree
 
-    from domain.decision import Context
     from projections import compliance
 
-    moment = timestamp_option(at, "--at") or datetime.now(UTC)
-    known = timestamp_option(known_at, "--known-at")
-    context = Context(location.upper() if location else None, purpose)
+    request = request_of(subject, model, at, as_of, known_at, location, purpose)
     with engine_for(ctx, store) as engine, engine.index.lock:
-        data = compliance.explain(engine.index.facts, subject, model, moment, as_of, known,
-                                  context)
+        data = compliance.explain(engine.index.facts, request.subject, request.model,
+                                  request.at or datetime.now(UTC), request.as_of,
+                                  request.known_at, request.context)
     if as_json:
         emit(data)
         return
     decision = data["decision"]
-    out.print(f"{_effect(decision)}  [bold]{subject}[/] → [bold]{model}[/] at "
+    out.print(f"{_effect(decision)}  [bold]{literal(subject)}[/] → [bold]{literal(model)}[/] at "
               f"{_utc(data['at'])}, as known at position {data['as_of']:,} (times in UTC)")
     out.print("[bold]Attributes[/]")
     for name, entry in data["subject"]["attributes"].items():
         value = "[yellow]unknown[/]" if entry["values"] is None else ", ".join(
-            entry["values"]) or "none"
+            map(literal, entry["values"])) or "none"
         a = entry.get("attestation")
         if a is not None:
-            source = a["source"] + (f", evidence {a['evidence']}" if a["evidence"] else "")
+            source = literal(a["source"]) + (
+                f", evidence {literal(a['evidence'])}" if a["evidence"] else "")
             why = (f"attestation at position {a['position']:,} ({source}), valid "
                    f"{_utc(a['valid_from'])} to {_utc(a['valid_until'])}, recorded "
                    f"{_utc(a['recorded_at'])}")
         else:
-            why = entry.get("why_unknown") or entry["from"] or ""
+            why = literal(entry.get("why_unknown") or entry["from"] or "")
         out.print(f"  {name}: {value}" + (f" [dim]— {why}[/]" if why else ""))
     for step in data["models"]:
-        out.print(f"\n[bold]{step['model']}[/]: " + (
+        out.print(f"\n[bold]{literal(step['model'])}[/]: " + (
             "not registered" if not step["registered"] else
-            f"family {step['family']}, registered at position {step['position']:,}"
+            f"family {literal(step['family'])}, registered at position {step['position']:,}"
             + (", [red]withdrawn[/]" if step["withdrawn"] else "")))
         out.print("[bold]Entitlements considered[/]" if step["entitlements"] else
                   "no entitlement considered")
         for e in step["entitlements"]:
-            out.print(f"  {e['entitlement']} (via {e['via']}, {', '.join(e['models'])}, "
+            out.print(f"  {literal(e['entitlement'])} (via {literal(e['via'])}, "
+                      f"{', '.join(map(literal, e['models']))}, "
                       f"position {e['position']:,}, valid {_utc(e['valid_from'])} to "
                       f"{_utc(e['valid_until'])}): active {_truth(e['active'])}, covers "
                       f"{_truth(e['covers'])}, matched {_truth(e['matched'])}")
         for d in step["directives"]:
-            head = (f"[bold]{d['directive']}[/] {d['effect']} on {', '.join(d['models'])} "
+            head = (f"[bold]{literal(d['directive'])}[/] {d['effect']} on "
+                    f"{', '.join(map(literal, d['models']))} "
                     f"(position {d['position']:,}, effective {_utc(d['effective_at'])})")
             if not d["in_force"]:
-                out.print(f"{head}: not in force — {d['why']}")
+                out.print(f"{head}: not in force — {literal(d['why'])}")
                 continue
             verdict = "[red]applies[/]" if d["applies"] else "[green]does not apply[/]"
             notes = [] if d["covers"] else ["does not cover this model"]
@@ -904,7 +995,8 @@ def explain(
             _predicate_tree(d["predicate"], tree)
             out.print(tree)
         if "route" in step:
-            out.print(f"routed by {step['route']['directive']} to [bold]{step['route']['to']}[/]")
+            out.print(f"routed by {literal(step['route']['directive'])} to "
+                      f"[bold]{literal(step['route']['to'])}[/]")
 
 
 @app.command()

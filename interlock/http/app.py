@@ -1,11 +1,14 @@
-"""The FastAPI application: routes, roles, error bodies.
+"""The FastAPI application: routes, roles, error bodies, input bounds.
 
-Every error body is `{"error": ..., "field": ..., "index": ...}` (see `ErrorOut`). Decision
-routes parse their body with one pydantic call and answer orjson-serialised normative JSON.
+Every error body is `{"error": ..., "field": ..., "index": ...}` (see `ErrorOut`). Bodies are
+bounded before and while they arrive (`Guard`), then read by `load_json`, which refuses what
+two JSON parsers could read two ways; decision routes then validate with one pydantic call and
+answer orjson-serialised normative JSON.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -23,11 +26,22 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from domain.commands import Command, CommandError, Timestamp, command_error_from
+from domain.commands import (
+    Command,
+    CommandConflict,
+    CommandError,
+    Timestamp,
+    command_error_from,
+    load_json,
+)
 from domain.decision import Decision, Reason
+from domain.limits import MAX_REQUEST_BYTES, MAX_STREAM_CONNECTIONS
 from interlock.auth import Role, Tokens
 from interlock.http import compliance
+from interlock.http.guard import Guard, too_large
+from interlock.http.metrics import Metrics
 from interlock.http.models import (
     AppliedOut,
     BatchIn,
@@ -46,11 +60,15 @@ from interlock.http.models import (
     ReadyOut,
 )
 from interlock.http.openapi import install_openapi, request_body
-from interlock.http.service import Service, command_documents
+from interlock.http.service import CommandsOutcome, Service, command_documents
 from interlock.http.settings import ServeSettings
 from interlock.revocations import RevocationLog
 
+logger = logging.getLogger("interlock.http")
+
 JSON = "application/json"
+STREAM_RETRY_SECONDS = 5
+"""`Retry-After` of a stream refused for want of a slot."""
 DESCRIPTION = """\
 Decisions for upstream services, commands for compliance officers, history, impact and diff
 for auditors. Authenticate with `Authorization: Bearer TOKEN`; each route names the role it
@@ -64,6 +82,18 @@ Credentials = Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]
 
 BEARER_REQUIRED = {"security": [{"bearer": []}]}
 """What `Security(BEARER)` documents, for routes that check the token themselves."""
+
+
+class GuardedAPI(FastAPI):
+    """FastAPI with `Guard` outside all of FastAPI's own middleware, where a declared body
+    size is refused before FastAPI's body limit would answer it in plain text."""
+
+    def __init__(self, metrics: Metrics, **options: Any) -> None:
+        super().__init__(max_body_size=MAX_REQUEST_BYTES, **options)
+        self.metrics = metrics
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return Guard(super().build_middleware_stack(), MAX_REQUEST_BYTES, self.metrics)
 
 
 class DirectRoute(APIRoute):
@@ -145,6 +175,53 @@ def _invalid(error: ValidationError) -> Response:
     return _error(422, problem.message, problem.field, index)
 
 
+def _unreadable(error: CommandError) -> Response:
+    """422 for a body that is not one unambiguous JSON document (see `load_json`); `index`
+    when the fault is inside an item of a batch."""
+    parts = error.field.split(".")
+    index = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
+    return _error(422, error.message, error.field, index)
+
+
+class StreamSlots:
+    """At most `capacity` open event streams in this process: each holds a connection and a
+    task for as long as its client stays, so without a cap enough idle clients would exhaust
+    the server for the decisions it exists to answer."""
+
+    def __init__(self, capacity: int, opened: Callable[[int], None]) -> None:
+        self.capacity = capacity
+        self.open = 0
+        self._opened = opened
+
+    def take(self) -> bool:
+        if self.open >= self.capacity:
+            return False
+        self.open += 1
+        self._opened(self.open)
+        return True
+
+    def give_back(self) -> None:
+        self.open -= 1
+        self._opened(self.open)
+
+
+class SlotStream(StreamingResponse):
+    """A stream that gives its slot back when it ends, however it ends (client gone, server
+    stopping): the slot is released by the response itself, which always runs, not by the
+    generator, which does not run at all when the client left before it started."""
+
+    def __init__(self, content: AsyncIterator[bytes], slots: StreamSlots,
+                 headers: dict[str, str]) -> None:
+        super().__init__(content, media_type="text/event-stream", headers=headers)
+        self._slots = slots
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._slots.give_back()
+
+
 def _responses(*extra: tuple[int, type, str]) -> dict[int | str, dict[str, Any]]:
     found: dict[int | str, dict[str, Any]] = {
         401: {"model": ErrorOut, "description": "No or unknown bearer token."},
@@ -156,6 +233,7 @@ def _responses(*extra: tuple[int, type, str]) -> dict[int | str, dict[str, Any]]
 
 
 INVALID = (422, ErrorOut, "The request is malformed; `field` names what is wrong.")
+TOO_LARGE = (413, ErrorOut, "The body is over the request limit; it was not read.")
 UNKNOWN = (404, ErrorOut, "Nothing is known under that id.")
 
 
@@ -164,6 +242,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
     service = Service(settings)
     metrics = service.metrics
     encode = DecisionJSON()
+    streams = StreamSlots(MAX_STREAM_CONNECTIONS, metrics.streams.set)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -173,7 +252,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
         finally:
             service.close()
 
-    app = FastAPI(title="Interlock", version="1", description=DESCRIPTION, lifespan=lifespan)
+    app = GuardedAPI(metrics, title="Interlock", version="1", description=DESCRIPTION,
+                     lifespan=lifespan)
     app.state.service = service
 
     def role(needed: Role | None) -> Callable[..., Awaitable[None]]:
@@ -189,7 +269,16 @@ def create_app(settings: ServeSettings) -> FastAPI:
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, error: HTTPException) -> Response:
+        if error.status_code == 413:  # max_body_size, while the body was read
+            return Response(too_large(MAX_REQUEST_BYTES), 413, media_type=JSON)
         return _refused(error)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, error: Exception) -> Response:
+        """The last guard: a fault of ours (never of the input, which is refused with 4xx
+        before this) answers one line, and the traceback goes to the log."""
+        logger.error("%s %s failed", request.method, request.url.path, exc_info=error)
+        return _error(500, f"internal error ({type(error).__name__}); see the server log")
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, error: RequestValidationError) -> Response:
@@ -201,8 +290,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
 
     @direct.post(
         "/v1/decide", tags=["decide"], response_model=DecisionOut,
-        responses=_responses(INVALID, (409, BehindOut, "The index is behind the asked "
-                                       "position after waiting.")),
+        responses=_responses(INVALID, TOO_LARGE, (409, BehindOut, "The index is behind the "
+                                                  "asked position after waiting.")),
         openapi_extra={**request_body("DecideIn"), **BEARER_REQUIRED},
     )
     async def decide(request: Request) -> Response:
@@ -214,8 +303,12 @@ def create_app(settings: ServeSettings) -> FastAPI:
         refusal = _refusal(service.tokens, request.headers.get("authorization"), "decide")
         if refusal is not None:
             return _refused(refusal)
+        body = await request.body()
         try:
-            ask = DecideIn.model_validate_json(await request.body())
+            load_json(body, MAX_REQUEST_BYTES)
+            ask = DecideIn.model_validate_json(body)
+        except CommandError as error:
+            return _unreadable(error)
         except ValidationError as error:
             return _invalid(error)
         needed = ask.required_position
@@ -228,8 +321,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
 
     @direct.post(
         "/v1/decide/batch", tags=["decide"], response_model=BatchOut,
-        responses=_responses(INVALID, (409, BehindOut, "The index is behind a position asked "
-                                       "for after waiting.")),
+        responses=_responses(INVALID, TOO_LARGE, (409, BehindOut, "The index is behind a "
+                                                  "position asked for after waiting.")),
         openapi_extra={**request_body("BatchIn"), **BEARER_REQUIRED},
     )
     async def decide_batch(request: Request) -> Response:
@@ -240,8 +333,12 @@ def create_app(settings: ServeSettings) -> FastAPI:
         refusal = _refusal(service.tokens, request.headers.get("authorization"), "decide")
         if refusal is not None:
             return _refused(refusal)
+        body = await request.body()
         try:
-            batch = BatchIn.model_validate_json(await request.body())
+            load_json(body, MAX_REQUEST_BYTES)  # refuses what pydantic reads: repeated keys
+            batch = BatchIn.model_validate_json(body)
+        except CommandError as error:
+            return _unreadable(error)
         except ValidationError as error:
             return _invalid(error)
         needed = max((ask.required_position for ask in batch.requests), default=0)
@@ -266,36 +363,52 @@ def create_app(settings: ServeSettings) -> FastAPI:
         responses=_responses(
             (422, CommandRejectedOut, "A command was refused: nothing of it was stored, the "
              "`applied` commands before it were (`index` names it)."),
-            (409, ErrorOut, "Another writer changed the same facts at the same time; retry."),
+            (409, CommandRejectedOut, "A `command_id` already applied with a different "
+             "command (`index` names it; nothing of it was stored, the `applied` commands "
+             "before it were), or another writer changed the same facts at the same time "
+             "(retry)."),
+            TOO_LARGE,
         ),
         openapi_extra=request_body("CommandsIn"),
     )
     async def commands(request: Request) -> Response:
-        """Applies one command, or `{"commands": [...]}` in order.
+        """Applies one command, or `{"commands": [...]}` in order; a repeat of an applied
+        `command_id` is skipped and counted in `repeated`.
 
         Role `officer`. With officer keys configured, directive commands must be signed."""
         try:
-            documents = command_documents(orjson.loads(await request.body()))
-        except orjson.JSONDecodeError as error:
-            return _rejected(CommandError("", f"not valid JSON: {error}"), None)
+            documents = command_documents(load_json(await request.body(), MAX_REQUEST_BYTES))
         except CommandError as error:
-            return _rejected(error, None)
+            parts = error.field.split(".")
+            within = len(parts) > 1 and parts[0] == "commands" and parts[1].isdigit()
+            # A field inside the n-th command is named as the domain names its fields.
+            return _rejected(CommandError(".".join(parts[2:]) if within else error.field,
+                                          error.message),
+                             int(parts[1]) if within else None)
         try:
             outcome = await run_in_threadpool(service.apply, documents)
         except IntegrityError:
             return _error(409, "another writer changed the same facts concurrently; nothing of "
-                          "the unsaved commands was stored, retry them")
+                          "these commands was stored, retry them", applied=0, repeated=0,
+                          position=service.index.position)
         if outcome.rejected is not None:
             index, error = outcome.rejected
-            return _rejected(error, index, outcome.applied, outcome.position)
-        return _json({"applied": outcome.applied, "position": outcome.position})
+            if isinstance(error, CommandConflict):  # named as `interlock apply` names it
+                error = CommandConflict("command_id", f"command_id "
+                                        f"{documents[index]['command_id']!r}: {error.message}")
+            return _rejected(error, index, outcome)
+        return _json({"applied": outcome.applied, "repeated": outcome.repeated,
+                      "position": outcome.position})
 
-    def _rejected(error: CommandError, index: int | None, applied: int = 0,
-                  position: int | None = None) -> Response:
-        if position is None:
-            position = service.index.position
-        return _error(422, error.message, error.field, index, applied=applied,
-                      position=position)
+    def _rejected(error: CommandError, index: int | None,
+                  outcome: CommandsOutcome | None = None) -> Response:
+        """422 (409 for a conflicting `command_id`) with what was applied before it."""
+        if outcome is None:
+            metrics.commands_rejected.inc()
+            outcome = CommandsOutcome(0, service.index.position)
+        status = 409 if isinstance(error, CommandConflict) else 422
+        return _error(status, error.message, error.field, index, applied=outcome.applied,
+                      repeated=outcome.repeated, position=outcome.position)
 
     @app.get("/v1/subjects/{subject}/history", tags=["audit"], dependencies=auditor,
              responses=_responses(UNKNOWN, INVALID))
@@ -340,6 +453,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
             200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
                   "description": "Server-sent events: `access_revoked` / `access_restored`."},
             404: {"model": ErrorOut, "description": "This replica does not enforce."},
+            503: {"model": ErrorOut, "description": "All stream slots of this process are "
+                  "taken; retry after `Retry-After` seconds (or ask another replica)."},
         },
     )
     async def enforcement_stream(
@@ -352,14 +467,19 @@ def create_app(settings: ServeSettings) -> FastAPI:
         """Access changes as server-sent events, for gateways without Kafka: each event is
         `access_revoked` or `access_restored` with the record's JSON as data and this
         process's change number as id, so a reconnecting client resumes with `Last-Event-ID`.
-        Role `decide`."""
+        Role `decide`. At most MAX_STREAM_CONNECTIONS streams per process are open at once."""
         log = service.engine.revocations
         if log is None:
             return _error(404, "this replica follows Kafka; read interlock.enforcement")
+        if not streams.take():
+            response = _error(503, f"all {streams.capacity} enforcement stream slots of this "
+                              "process are taken; retry later or ask another replica")
+            response.headers["Retry-After"] = str(STREAM_RETRY_SECONDS)
+            return response
         start = last_event_id if last_event_id is not None else after
-        return StreamingResponse(
+        return SlotStream(
             _changes_as_events(log, log.last if start is None else start, heartbeat),
-            media_type="text/event-stream", headers={"Cache-Control": "no-store"},
+            streams, headers={"Cache-Control": "no-store"},
         )
 
     @app.get("/v1/position", tags=["decide"], dependencies=anyone, responses=_responses())
@@ -368,14 +488,16 @@ def create_app(settings: ServeSettings) -> FastAPI:
         return PositionOut(position=service.engine.app.position,
                            index_position=service.index.position)
 
+    # Health and readiness read memory only, so they run on the event loop: no thread pool,
+    # however busy, can keep an orchestrator from seeing that the process is alive.
     @app.get("/healthz", tags=["operate"])
-    def healthz() -> HealthOut:
+    async def healthz() -> HealthOut:
         """The process is up."""
         return HealthOut()
 
     @app.get("/readyz", tags=["operate"], response_model=ReadyOut,
              responses={503: {"model": ReadyOut, "description": "The index lags too far."}})
-    def readyz() -> Response:
+    async def readyz() -> Response:
         """Ready while the index lags the store by no more than the staleness bound."""
         lag = service.freshness.lag()
         ready = not service.freshness.stale()
@@ -407,10 +529,11 @@ def create_app(settings: ServeSettings) -> FastAPI:
 async def _changes_as_events(
     log: RevocationLog, after: int, heartbeat: float
 ) -> AsyncIterator[bytes]:
-    """Server-sent events from the revocation log, with a comment line as heartbeat."""
+    """Server-sent events from the revocation log, with a comment line as heartbeat. It waits
+    on the event loop (never in a pool thread), so it ends as soon as the client leaves."""
     last = after
     while True:
-        changes = await run_in_threadpool(log.wait_after, last, heartbeat)
+        changes = await log.next_after(last, heartbeat)
         if not changes:
             yield b": keep-alive\n\n"
             continue

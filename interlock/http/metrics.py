@@ -48,9 +48,27 @@ class Metrics:
             "interlock_commands_applied", "Commands stored.", registry=self.registry
         )
         self.commands_rejected = Counter(
-            "interlock_commands_rejected", "Commands refused (nothing of them stored).",
+            "interlock_commands_rejected", "Commands refused (nothing of them stored), a "
+            "request to POST /v1/commands refused as a whole included.", registry=self.registry,
+        )
+        self.commands_repeated = Counter(
+            "interlock_commands_repeated", "Commands skipped as repeats of an applied "
+            "command_id.", registry=self.registry,
+        )
+        self._errors = Counter(
+            "interlock_http_errors", "Responses with a 4xx or 5xx status, by status (413: body "
+            "over the limit, 422: malformed, 409: conflict or behind, 503: no stream slot or "
+            "not ready).", ["status"], registry=self.registry,
+        )
+        self.streams = Gauge(
+            "interlock_enforcement_streams", "Open /v1/enforcement/stream connections.",
             registry=self.registry,
         )
+
+    def answered(self, status: int) -> None:
+        """Counts a response; only errors are, so the decision path pays nothing."""
+        if status >= 400:
+            self._errors.labels(str(status)).inc()
 
     def count(self, decision: Decision) -> None:
         self._decisions[decision.effect].inc()
@@ -66,3 +84,4 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+

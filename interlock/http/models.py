@@ -9,15 +9,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, Strict
 
 from domain.commands import Command
+from domain.limits import MAX_BATCH_COMMANDS, MAX_DECISION_BATCH
 from domain.queries import MAX_POSITION, DecisionRequest
 
-MAX_BATCH = 10_000
-"""Requests per /v1/decide/batch call: bounds one call's memory and time, not throughput."""
-
-Position = Annotated[int, Field(ge=0, le=MAX_POSITION)]
+Position = Annotated[int, Strict(), Field(ge=0, le=MAX_POSITION)]
+"""A store position: a JSON integer (not `"5"`, `5.0` or `true`)."""
 Time = Annotated[
     datetime,
     PlainSerializer(lambda moment: moment.astimezone(UTC).isoformat(), return_type=str,
@@ -48,7 +47,8 @@ class DecideIn(DecisionRequest):
 
 
 class BatchIn(_Body):
-    requests: Annotated[list[DecideIn], Field(max_length=MAX_BATCH)]
+    requests: Annotated[list[DecideIn], Field(max_length=MAX_DECISION_BATCH)]
+    """At most MAX_DECISION_BATCH: bounds one call's memory and time, not throughput."""
 
 
 class ReasonOut(_Body):
@@ -75,13 +75,15 @@ class BatchOut(_Body):
 
 
 class CommandListIn(_Body):
-    commands: list[Command]
+    commands: Annotated[list[Command], Field(max_length=MAX_BATCH_COMMANDS)]
     """Applied in order; the first refused one stops the list, the ones before it are kept."""
 
 
 class AppliedOut(_Body):
     applied: int
-    """Commands stored (a repeated `command_id` is not counted)."""
+    """Commands stored."""
+    repeated: int
+    """Commands skipped as repeats of an applied `command_id` (same id, same command)."""
     position: Position
     """The store position after them: pass it as `min_position` to read your writes."""
 
@@ -98,6 +100,7 @@ class CommandRejectedOut(ErrorOut):
     """A refused command: nothing of it was stored; the `applied` commands before it were."""
 
     applied: int
+    repeated: int
     position: Position
 
 

@@ -16,10 +16,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 from starlette.concurrency import run_in_threadpool
 
-from domain.commands import CommandError, parse_command
+from domain.commands import Command, CommandError, parse_command
 from domain.decision import Decision, Reason
+from domain.limits import MAX_BATCH_COMMANDS, MAX_COMMAND_BYTES
 from domain.queries import DecisionRequest
 from interlock.auth import Tokens
 from interlock.config import snapshot_path
@@ -43,18 +45,38 @@ class CommandsOutcome:
     position: int
     rejected: tuple[int, CommandError] | None = None
     """(index in the request, why) of the command that stopped the list."""
+    repeated: int = 0
+    """Commands skipped as repeats of an applied `command_id`."""
 
 
 def command_documents(data: Any) -> list[Any]:
-    """One command, or `{"commands": [...]}`, as the list of command documents to apply."""
+    """One command, or `{"commands": [...]}` of at most MAX_BATCH_COMMANDS, as the list of
+    command documents to apply."""
     if isinstance(data, dict) and "commands" in data and "type" not in data:
         extra = sorted(set(data) - {"commands"})
         if extra:
             raise CommandError(extra[0], "unknown field")
         if not isinstance(data["commands"], list):
             raise CommandError("commands", "expects a list of commands")
+        if len(data["commands"]) > MAX_BATCH_COMMANDS:
+            raise CommandError("commands", f"at most {MAX_BATCH_COMMANDS:,} commands in one "
+                               f"request, not {len(data['commands']):,}")
         return data["commands"]
     return [data]
+
+
+def parse_document(document: Any) -> Command:
+    """One command of a request body: the domain's checks, then the bound on one command's
+    size that a line of `interlock apply` or a Kafka message meets (as compact JSON)."""
+    command = parse_command(document)
+    try:
+        size = len(orjson.dumps(document))
+    except orjson.JSONEncodeError:  # deeper than orjson encodes, as no command in the limits is
+        raise CommandError("", "nested too deeply") from None
+    if size > MAX_COMMAND_BYTES:
+        raise CommandError("", f"the command is {size:,} bytes as JSON, over the limit of "
+                           f"{MAX_COMMAND_BYTES:,}")
+    return command
 
 
 class Service:
@@ -207,13 +229,14 @@ class Service:
             with self.engine.app.batch() as batch:
                 for number, document in enumerate(documents):
                     try:
-                        batch.apply(parse_command(document))
+                        batch.apply(parse_document(document))
                     except CommandError as error:
                         rejected = (number, error)
                         break
             self.catch_up()
         result = batch.result
         self.metrics.commands_applied.inc(result.applied)
+        self.metrics.commands_repeated.inc(result.repeated)
         if rejected is not None:
             self.metrics.commands_rejected.inc()
-        return CommandsOutcome(result.applied, result.position, rejected)
+        return CommandsOutcome(result.applied, result.position, rejected, result.repeated)

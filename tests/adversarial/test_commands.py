@@ -75,11 +75,11 @@ def nested(key: str, depth: int, leaf: str = '{"everyone": true}') -> str:
 # --- the JSON itself ---------------------------------------------------------------------
 
 JSON_ATTACKS = [
-    ("invalid-utf8", b'{"type": "register_model", "model": "\xff", "family": "f"}', ""),
-    ("truncated-utf8", b'{"type": "register_model", "model": "\xe2\x82", "family": "f"}', ""),
-    ("overlong-utf8", b'{"type": "register_model", "model": "\xc0\xaf", "family": "f"}', ""),
+    ("invalid-utf8", b'{"type": "register_model", "model": "\xff", "family": "f"}', "model"),
+    ("truncated-utf8", b'{"type": "register_model", "model": "\xe2\x82", "family": "f"}', "model"),
+    ("overlong-utf8", b'{"type": "register_model", "model": "\xc0\xaf", "family": "f"}', "model"),
     ("encoded-surrogate", b'{"type": "register_model", "model": "\xed\xa0\x80", "family": "f"}',
-     ""),
+     "model"),
     ("utf16", json.dumps(WITHDRAW).encode("utf-16"), ""),
     ("nan", line(WITHDRAW).replace("}", ', "effective_at": NaN}'), "effective_at"),
     ("infinity", line(WITHDRAW).replace("}", ', "effective_at": -Infinity}'), "effective_at"),
@@ -90,7 +90,8 @@ JSON_ATTACKS = [
     ("duplicate-type", '{"type": "withdraw_model", "type": "lift_directive", "model": "a"}',
      "type"),
     ("duplicate-nested-key", line(BASE, subjects="@").replace(
-        '"@"', '{"citizenship": {"any_of": ["US"], "any_of": ["DE"]}}'), "any_of"),
+        '"@"', '{"citizenship": {"any_of": ["US"], "any_of": ["DE"]}}'),
+     "subjects.citizenship.any_of"),
     ("duplicate-disclose", line(BASE).replace("}", ', "disclose": false, "disclose": true}'),
      "disclose"),
     ("deep-arrays", "[" * 30_000 + "]" * 30_000, ""),
@@ -335,7 +336,7 @@ def test_a_document_bigger_than_the_bound_is_refused_on_the_dict_path_too() -> N
     with pytest.raises(CommandError) as caught:
         parse_command(document)
     assert caught.value.field == ""
-    assert f"at most {MAX_COMMAND_BYTES:,}" in caught.value.message
+    assert f"the limit is {MAX_COMMAND_BYTES:,}" in caught.value.message
 
 
 # --- country codes -----------------------------------------------------------------------

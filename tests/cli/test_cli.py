@@ -156,7 +156,7 @@ def test_reapplying_commands_with_ids_stores_nothing_new(store: str) -> None:
     lines = jsonl(*(dict(command, command_id=f"c-{i}") for i, command in enumerate(SETUP)))
     first = json.loads(run("apply", "-", stdin=lines, store=store).stdout)
     second = json.loads(run("apply", "-", stdin=lines, store=store).stdout)
-    assert second == {"applied": 0, "position": first["position"]}
+    assert second == {"applied": 0, "repeated": len(SETUP), "position": first["position"]}
 
 
 def test_decide_batch_answers_each_request_in_order(store: str, commands_file: Path) -> None:

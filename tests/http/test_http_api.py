@@ -110,14 +110,14 @@ def test_commands_apply_one_or_a_list_and_answer_the_position(client: TestClient
     one = client.post("/v1/commands", json={"type": "register_model", "model": "mythos-5",
                                             "family": "mythos"})
     assert one.status_code == 200
-    assert one.json() == {"applied": 1, "position": start + 1}
+    assert one.json() == {"applied": 1, "repeated": 0, "position": start + 1}
     many = client.post("/v1/commands", json={"commands": [
         {"type": "register_model", "model": "m-1", "family": "m"},
         {"type": "register_model", "model": "m-2", "family": "m"},
     ]})
-    assert many.json() == {"applied": 2, "position": start + 3}
+    assert many.json() == {"applied": 2, "repeated": 0, "position": start + 3}
     assert client.post("/v1/commands", json={"commands": []}).json() == {
-        "applied": 0, "position": start + 3
+        "applied": 0, "repeated": 0, "position": start + 3
     }
 
 
@@ -163,7 +163,7 @@ def test_a_repeated_command_id_is_applied_once(client: TestClient) -> None:
     first = client.post("/v1/commands", json=command).json()
     again = client.post("/v1/commands", json=command).json()
     assert first["applied"] == 1
-    assert again == {"applied": 0, "position": first["position"]}
+    assert again == {"applied": 0, "repeated": 1, "position": first["position"]}
 
 
 def test_position_names_store_and_index(client: TestClient) -> None:
