@@ -19,7 +19,7 @@ from rich.table import Table
 from domain.commands import CommandError, Timestamp, command_error_from, parse_command_json
 from domain.decision import Decision
 from domain.queries import DecisionRequest
-from interlock.config import StoreURLError
+from interlock.config import DEMO_STORE, StoreMissing, StoreURLError, store_url
 from interlock.engine import Engine, open_engine
 
 app = typer.Typer(
@@ -90,11 +90,17 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 
 
 @contextmanager
-def engine_for(ctx: typer.Context, store: str | None, catch_up: bool = True) -> Iterator[Engine]:
+def engine_for(
+    ctx: typer.Context, store: str | None, catch_up: bool = True, create: bool = False
+) -> Iterator[Engine]:
+    """The engine on the chosen store. Only writers `create` it: a read-only command on a
+    store that does not exist stops with exit 2 rather than answer from an empty one."""
     from interlock.auth import ConfigError
 
     try:
-        engine = open_engine(store or ctx.obj, catch_up=catch_up)
+        engine = open_engine(store or ctx.obj, catch_up=catch_up, create=create)
+    except StoreMissing as error:
+        raise fail(str(error)) from None
     except StoreURLError as error:
         raise fail(f"--store: {error}") from None
     except ConfigError as error:
@@ -141,7 +147,7 @@ def apply(
 ) -> None:
     """Apply commands; a bad line stops here (exit 2), keeping every line before it."""
     bad: list[str] = []
-    with engine_for(ctx, store) as engine, open_input(file) as lines:
+    with engine_for(ctx, store, create=True) as engine, open_input(file) as lines:
         with engine.app.batch() as batch:
             for number, line in enumerate(lines, start=1):
                 if not line.strip():
@@ -182,6 +188,7 @@ def decide(
         if subject is not None or model is not None:
             raise fail("--batch takes requests from its file, not SUBJECT MODEL")
         with engine_for(ctx, store) as engine, open_input(batch) as lines:
+            warn_if_empty(engine, store or ctx.obj)
             decide_batch(engine, lines)
         return
     if subject is None or model is None:
@@ -195,11 +202,19 @@ def decide(
     except ValidationError as error:
         raise fail(f"--{command_error_from(error)}") from None
     with engine_for(ctx, store) as engine:
+        warn_if_empty(engine, store or ctx.obj)
         decision = decide_request(engine, request)
     if as_json:
         emit(decision.to_json())
     else:
         show_decision(decision)
+
+
+def warn_if_empty(engine: Engine, store: str | None) -> None:
+    """A decision from a store without events denies everything as unknown_model; say why."""
+    if engine.index.position == 0:
+        sys.stderr.write(f"note: store {store_url(store)} holds no events: every model is "
+                         "unknown to it (apply commands first, or choose another --store)\n")
 
 
 def decide_request(engine: Engine, request: DecisionRequest) -> Decision:
@@ -257,7 +272,7 @@ def demo(
     """The 5:21 p.m. order on a synthetic population, told as a timeline."""
     from interlock.demo import run_demo
 
-    run_demo(out, store or "sqlite:///.interlock/demo.db", subjects=subjects, fresh=fresh)
+    run_demo(out, store or DEMO_STORE, subjects=subjects, fresh=fresh)
 
 
 @app.command()
@@ -290,7 +305,9 @@ def snapshot(
             signal.signal(signum, lambda *_: stop.set())
     try:
         # Starts from the snapshot it replaces, when that fits: only newer events are read.
-        engine = open_engine(store or ctx.obj, snapshot=path)
+        engine = open_engine(store or ctx.obj, snapshot=path, create=False)
+    except StoreMissing as error:
+        raise fail(str(error)) from None
     except StoreURLError as error:
         raise fail(f"--store: {error}") from None
     try:
@@ -357,7 +374,7 @@ def intake(
     from consumers.intake import Intake
 
     bootstrap, topics = kafka_for(kafka, topic_prefix)
-    with engine_for(ctx, store, catch_up=False) as engine:
+    with engine_for(ctx, store, catch_up=False, create=True) as engine:
         process = Intake(engine.app, bootstrap, topics)
         run_until_signalled("intake", process, lambda: (
             f"applied {process.applied}, rejected {process.rejected}"
@@ -373,7 +390,7 @@ def relay(
     from consumers.relay import Relay
 
     bootstrap, topics = kafka_for(kafka, topic_prefix)
-    with engine_for(ctx, store, catch_up=False) as engine:
+    with engine_for(ctx, store, catch_up=False, create=True) as engine:
         process = Relay(engine.app, bootstrap, topics)
         run_until_signalled("relay", process, lambda: f"published up to {process.position}")
 
@@ -980,12 +997,14 @@ def _verify(url: str | None, moment: datetime, expect_head: str | None, decision
     live_error = None
     try:
         try:
-            engine = open_engine(url)
+            engine = open_engine(url, create=False)
         except StoreURLError:
             raise
         except Exception as error:  # a tampered event can fail the live catch-up anywhere
             live_error = f"{type(error).__name__}: {error}"
-            engine = open_engine(url, catch_up=False)
+            engine = open_engine(url, catch_up=False, create=False)
+    except StoreMissing as error:
+        raise fail(str(error)) from None
     except StoreURLError as error:
         raise fail(f"--store: {error}") from None
     try:

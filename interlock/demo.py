@@ -219,7 +219,7 @@ def _tell(console: Console, engine: Engine, clock: DemoClock, size: int, store: 
                   "17:40 shows a US citizen since birth.")
     console.print(f"[dim]Ask it yourself: interlock decide {subject} fable-5 --at "
                   f"{asked.isoformat()} --known-at {asked.isoformat()} "
-                  f"--store sqlite:///.interlock/demo.db[/]")
+                  f"--store {store}[/]")
 
 
 def _because(decision: Any) -> str:
