@@ -1082,6 +1082,10 @@ def report(
                                   "'enforced' time.")
     ] = None,
     rows: Annotated[int, typer.Option(help="Changed decisions and unknowns listed.")] = 100,
+    now: Annotated[
+        str | None, typer.Option(help="The valid time of the figures 'now' (default: the "
+                                 "moment the report is made).")
+    ] = None,
     as_json: JsonOption = False,
     store: StoreOption = None,
 ) -> None:
@@ -1095,6 +1099,7 @@ def report(
         zone = parse_offset(tz)
     except ValueError:
         raise fail(f"--tz: expected UTC or an offset like -05:00, not {tz!r}") from None
+    moment = timestamp_option(now, "--now")
     log = None
     if revocations is not None:
         try:
@@ -1113,7 +1118,8 @@ def report(
         table = audit.ChainTable(engine.app.recorder)
         head = table.head() if table.kept else None
         data = compliance.order_report(
-            view, directive, before=timedelta(minutes=before), after=timedelta(minutes=after),
+            view, directive, now=moment, before=timedelta(minutes=before),
+            after=timedelta(minutes=after),
             enforcement=log, chain_head=None if head is None else (head[0], head[1].hex()),
         )
     page = render(data, zone, rows)
