@@ -268,10 +268,25 @@ def demo(
     store: Annotated[
         str | None, typer.Option("--store", help="Store for the demo.")
     ] = None,
+    export: Annotated[
+        str | None, typer.Option("--export", help="Write the demo's commands to FILE (- for "
+                                 "stdout) as JSON lines for `interlock apply`, and stop.")
+    ] = None,
 ) -> None:
     """The 5:21 p.m. order on a synthetic population, told as a timeline."""
-    from interlock.demo import run_demo
+    from interlock.demo import demo_commands, run_demo
 
+    if export is not None:
+        lines = "".join(json.dumps(command) + "\n" for command in demo_commands(subjects))
+        if export == "-":
+            sys.stdout.write(lines)
+            return
+        try:
+            Path(export).write_text(lines, encoding="utf-8")
+        except OSError as error:
+            raise fail(f"--export: {export}: {error.strerror}") from None
+        emit({"exported": lines.count("\n"), "file": export})
+        return
     run_demo(out, store or DEMO_STORE, subjects=subjects, fresh=fresh)
 
 
@@ -529,6 +544,39 @@ def sign(
                 raise fail(f"line {number}: {error}") from None
 
 
+@app.command()
+def docs(
+    directory: Annotated[
+        Path, typer.Argument(help="The docs directory of a checkout.")
+    ] = Path("docs"),
+    check: Annotated[
+        bool, typer.Option("--check", help="Write nothing; exit 1 naming each generated file "
+                           "that is missing or differs from what the models say.")
+    ] = False,
+    story: Annotated[
+        Path, typer.Option(help="The example story; each command's first line in it is that "
+                           "command's example.")
+    ] = Path("examples/5-21/story.jsonl"),
+) -> None:
+    """Generate the command reference (commands.md) and the JSON Schemas of commands and
+    decision requests (schema/*.schema.json) from the pydantic models."""
+    from interlock.reference import reference_files, stale_files
+
+    try:
+        if check:
+            stale = stale_files(directory, story)
+            for name in stale:
+                sys.stderr.write(f"{directory / name}: out of date; run `interlock docs`\n")
+            raise typer.Exit(1 if stale else 0)
+        for name, text in reference_files(story).items():
+            path = directory / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+            emit({"wrote": str(path), "bytes": len(text.encode())})
+    except OSError as error:
+        raise fail(f"{error.filename}: {error.strerror}") from None
+
+
 token_app = typer.Typer(help="Bearer tokens for `interlock serve`.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
 
@@ -562,7 +610,7 @@ def token_new(
 
 
 # ----------------------------------------------------------------- compliance officer tools
-# history, impact, diff, explain, replay, verify, report: DESIGN.md's questions of an officer,
+# history, impact, diff, explain, replay, verify, report: a compliance officer's questions,
 # answered from the same store and index as `decide` (projections.compliance, .audit).
 
 LimitOption = Annotated[
