@@ -18,7 +18,7 @@ $(VENV)/.dev: $(BIN)/interlock
 demo: $(BIN)/interlock
 	$(BIN)/interlock demo
 
-# Real services for the integration tests (DESIGN.md, "Tests and services"): PostgreSQL from
+# Real services for the integration tests (README.md, "Tests"): PostgreSQL from
 # the OS packages (installed only as root, only if missing) and the Kafka broker jars from
 # Maven Central (cached). Best effort: the test fixtures report what is still missing.
 services:

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/decide.py [--subjects N] [--events N] [--seed N] [--quick]
 
-Prints a table of measurements against the targets in DESIGN.md. It is a benchmark, not a
+Prints a table of measurements against Interlock's targets. It is a benchmark, not a
 test: a missed target is reported, not fatal. The one thing that fails the run (exit 1) is
 Interlock and Cedar disagreeing on a decision, because then the timings compare two different
 policies and mean nothing.

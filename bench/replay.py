@@ -6,7 +6,7 @@
 Builds the store once (the demo's synthetic population, sized to reach --events, plus the 5:21
 p.m. order, applied through the application like any command, so every event is also sealed in
 the hash chain), then runs the real `interlock replay --json` on it, and with --verify
-`interlock verify --json`, and prints their figures next to DESIGN.md's targets. A benchmark,
+`interlock verify --json`, and prints their figures next to the targets. A benchmark,
 not a test: a missed target is reported, not fatal.
 """
 

@@ -2,9 +2,10 @@
 
 It follows `interlock.events` from the beginning into its own access index and, for each event
 past the last one it enforced, publishes one `access_revoked` / `access_restored` record per
-(subject, model) whose access changed, keyed by subject. Records and the consumed offset are
-committed in one Kafka transaction (consume-transform-produce), so a crash neither loses nor
-repeats a revocation; readers use `isolation_level=read_committed`.
+(subject, model) whose access changed, keyed by subject (`at`: the valid time from which the
+new decision holds; `first` on an access_restored: a first grant, not a restoration). Records
+and the consumed offset are committed in one Kafka transaction (consume-transform-produce), so
+a crash neither loses nor repeats a revocation; readers use `isolation_level=read_committed`.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ GROUP = "interlock-enforcer"
 
 
 def change_record(change: AccessChange) -> dict[str, Any]:
-    return {
+    """The Avro record of a change; `first` exists in access_restored (v2 on) only."""
+    record = {
         "subject": change.subject,
         "model": change.model,
         "effect": change.effect,
@@ -38,6 +40,9 @@ def change_record(change: AccessChange) -> dict[str, Any]:
         "recorded_at": change.recorded_at,
         "emitted_at": change.emitted_at,
     }
+    if change.kind == "access_restored":
+        record["first"] = change.first
+    return record
 
 
 class EnforcerProcess:

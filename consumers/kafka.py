@@ -17,7 +17,7 @@ KAFKA_VARIABLE = "INTERLOCK_KAFKA"
 
 @dataclass(frozen=True)
 class Topics:
-    """The four topics of DESIGN.md; a prefix keeps test runs and deployments apart."""
+    """Interlock's four topics; a prefix keeps test runs and deployments apart."""
 
     commands: str = "interlock.commands"
     dlq: str = "interlock.commands.dlq"

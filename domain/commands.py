@@ -39,6 +39,7 @@ from domain.limits import (
     MAX_COMMAND_BYTES,
     MAX_ID_CHARS,
     MAX_LIST_ITEMS,
+    MAX_TEXT_CHARS,
 )
 from domain.predicates import Predicate, parse_predicate
 from domain.values import check_country, check_identifier, check_text, field_name, shown
@@ -93,17 +94,25 @@ Timestamp = Annotated[AwareDatetime, BeforeValidator(_iso_only), AfterValidator(
 """ISO-8601 with an offset, normalised to UTC, within [EARLIEST_TIME, LATEST_TIME); a timestamp
 without an offset is rejected."""
 
+def _described(**schema: Any) -> Any:
+    """JSON Schema for editors and validators (docs/schema); the validators stay the rule."""
+    return Field(json_schema_extra=schema)
+
+
 Identifier = Annotated[
     str,
     Strict(),
     StringConstraints(strip_whitespace=True, min_length=1),
     AfterValidator(check_identifier),
+    _described(maxLength=MAX_ID_CHARS, pattern=r"^\S+$"),
 ]
 """An id: printable characters without whitespace, at most MAX_ID_CHARS (see domain.values)."""
-Text = Annotated[str, Strict(), AfterValidator(check_text)]
+Text = Annotated[str, Strict(), AfterValidator(check_text), _described(maxLength=MAX_TEXT_CHARS)]
 """Free text: one line of at most MAX_TEXT_CHARS, no control characters (see domain.values)."""
 NonEmptyText = Annotated[Text, StringConstraints(min_length=1)]
-CountryCode = Annotated[str, Strict(), AfterValidator(check_country)]
+CountryCode = Annotated[
+    str, Strict(), AfterValidator(check_country), _described(pattern="^[A-Za-z]{2}$")
+]
 """ISO 3166-1 alpha-2, upper-cased on the way in."""
 
 
@@ -113,7 +122,10 @@ def _no_selector_syntax(value: str) -> str:
     return value
 
 
-ModelId = Annotated[Identifier, AfterValidator(_no_selector_syntax)]
+ModelId = Annotated[
+    Identifier, AfterValidator(_no_selector_syntax),
+    _described(maxLength=MAX_ID_CHARS, pattern=r"^[^\s:*]+$"),
+]
 """An exact model version id (or family): no selector syntax."""
 
 
@@ -127,7 +139,10 @@ def _selector(value: str) -> str:
     return value
 
 
-Selector = Annotated[Identifier, AfterValidator(_selector)]
+Selector = Annotated[
+    Identifier, AfterValidator(_selector),
+    _described(maxLength=MAX_ID_CHARS, pattern=r"^(\*|family:[^\s:*]+|[^\s:*]+)$"),
+]
 """An exact model id (`fable-5`), a family (`family:fable`), or `*`."""
 
 _Item = TypeVar("_Item")

@@ -1,4 +1,4 @@
-"""The decision rule of DESIGN.md, as a pure function over the fact base.
+"""The decision rule (docs/decision-rule.md), as a pure function over the fact base.
 
 `decide(facts, subject, model, at, as_of, context)` uses only facts stored at positions up to
 `as_of` and valid at `at`, and returns a decision that carries its reasons.

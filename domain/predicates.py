@@ -237,3 +237,37 @@ def _parse_membership(attribute: str, body: Any, path: str, checked: bool) -> Me
         except ValueError as error:
             raise PredicateError(f"{here}[{i}]", str(error)) from None
     return Membership(attribute, test, frozenset(checked))
+
+
+def predicate_json_schemas(ref: str) -> dict[str, dict[str, Any]]:
+    """The predicate language as JSON Schema definitions, one per node kind (named like the
+    class it parses into) and `Predicate` for any of them; `ref` formats a reference to a
+    definition, e.g. "#/$defs/{model}". It describes what `parse_predicate` accepts, for
+    editors and API clients; the parser stays the validator."""
+    predicate = {"$ref": ref.format(model="Predicate")}
+    values = {"type": "array", "items": {"type": "string", "minLength": 1}}
+
+    def one_key(key: str, value: dict[str, Any]) -> dict[str, Any]:
+        return {"type": "object", "properties": {key: value}, "required": [key],
+                "additionalProperties": False}
+
+    return {
+        "Predicate": {
+            "description": "A subject predicate: data, evaluated in three-valued logic (true, "
+                           "false, unknown).",
+            "anyOf": [{"$ref": ref.format(model=kind.__name__)}
+                      for kind in (AllOf, AnyOf, Not, Everyone, Membership, UsPerson)],
+        },
+        AllOf.__name__: one_key("all", {"type": "array", "items": predicate, "minItems": 1}),
+        AnyOf.__name__: one_key("any", {"type": "array", "items": predicate, "minItems": 1}),
+        Not.__name__: one_key("not", predicate),
+        Everyone.__name__: one_key("everyone", {"const": True}),
+        UsPerson.__name__: one_key("us_person", {"type": "boolean"}),
+        Membership.__name__: {
+            "type": "object", "minProperties": 1, "maxProperties": 1,
+            "propertyNames": {"enum": list(ATTRIBUTES)},
+            "additionalProperties": {"oneOf": [one_key("any_of", values),
+                                               one_key("none_of", values)]},
+            "description": '`{ATTR: {"any_of": [...]}}` or `{ATTR: {"none_of": [...]}}`.',
+        },
+    }

@@ -29,7 +29,7 @@ from domain.commands import (
 from domain.decision import Decision
 from domain.limits import MAX_COMMAND_BYTES
 from domain.queries import DecisionRequest, parse_decision_request_json
-from interlock.config import StoreURLError
+from interlock.config import DEMO_STORE, StoreMissing, StoreURLError, store_url
 from interlock.engine import Engine, open_engine
 
 
@@ -127,11 +127,17 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 
 
 @contextmanager
-def engine_for(ctx: typer.Context, store: str | None, catch_up: bool = True) -> Iterator[Engine]:
+def engine_for(
+    ctx: typer.Context, store: str | None, catch_up: bool = True, create: bool = False
+) -> Iterator[Engine]:
+    """The engine on the chosen store. Only writers `create` it: a read-only command on a
+    store that does not exist stops with exit 2 rather than answer from an empty one."""
     from interlock.auth import ConfigError
 
     try:
-        engine = open_engine(store or ctx.obj, catch_up=catch_up)
+        engine = open_engine(store or ctx.obj, catch_up=catch_up, create=create)
+    except StoreMissing as error:
+        raise fail(str(error)) from None
     except StoreURLError as error:
         raise fail(f"--store: {error}") from None
     except ConfigError as error:
@@ -212,7 +218,7 @@ def apply(
     A repeat of an applied `command_id` (same id, same command) is skipped and counted as
     `repeated`; the same id with a different command is refused."""
     bad: list[str] = []
-    with engine_for(ctx, store) as engine, open_input(file) as stream:
+    with engine_for(ctx, store, create=True) as engine, open_input(file) as stream:
         with engine.app.batch() as batch:
             for number, line in input_lines(stream):
                 try:
@@ -257,12 +263,14 @@ def decide(
         if subject is not None or model is not None:
             raise fail("--batch takes requests from its file, not SUBJECT MODEL")
         with engine_for(ctx, store) as engine, open_input(batch) as stream:
+            warn_if_empty(engine, store or ctx.obj)
             decide_batch(engine, stream)
         return
     if subject is None or model is None:
         raise fail("decide needs SUBJECT and MODEL, or --batch FILE")
     request = request_of(subject, model, at, as_of, known_at, location, purpose)
     with engine_for(ctx, store) as engine:
+        warn_if_empty(engine, store or ctx.obj)
         decision = decide_request(engine, request)
     if as_json:
         emit(decision.to_json())
@@ -285,6 +293,13 @@ def request_of(subject: str, model: str, at: str | None, as_of: int | None,
         name = problem.field if problem.field in ("subject", "model") else "--" + (
             problem.field.replace("_", "-"))
         raise fail(f"{name}: {problem.message}") from None
+
+
+def warn_if_empty(engine: Engine, store: str | None) -> None:
+    """A decision from a store without events denies everything as unknown_model; say why."""
+    if engine.index.position == 0:
+        sys.stderr.write(f"note: store {store_url(store)} holds no events: every model is "
+                         "unknown to it (apply commands first, or choose another --store)\n")
 
 
 def decide_request(engine: Engine, request: DecisionRequest) -> Decision:
@@ -340,11 +355,26 @@ def demo(
     store: Annotated[
         str | None, typer.Option("--store", help="Store for the demo.")
     ] = None,
+    export: Annotated[
+        str | None, typer.Option("--export", help="Write the demo's commands to FILE (- for "
+                                 "stdout) as JSON lines for `interlock apply`, and stop.")
+    ] = None,
 ) -> None:
     """The 5:21 p.m. order on a synthetic population, told as a timeline."""
-    from interlock.demo import run_demo
+    from interlock.demo import demo_commands, run_demo
 
-    run_demo(out, store or "sqlite:///.interlock/demo.db", subjects=subjects, fresh=fresh)
+    if export is not None:
+        lines = "".join(json.dumps(command) + "\n" for command in demo_commands(subjects))
+        if export == "-":
+            sys.stdout.write(lines)
+            return
+        try:
+            Path(export).write_text(lines, encoding="utf-8")
+        except OSError as error:
+            raise fail(f"--export: {export}: {error.strerror}") from None
+        emit({"exported": lines.count("\n"), "file": export})
+        return
+    run_demo(out, store or DEMO_STORE, subjects=subjects, fresh=fresh)
 
 
 @app.command()
@@ -377,7 +407,9 @@ def snapshot(
             signal.signal(signum, lambda *_: stop.set())
     try:
         # Starts from the snapshot it replaces, when that fits: only newer events are read.
-        engine = open_engine(store or ctx.obj, snapshot=path)
+        engine = open_engine(store or ctx.obj, snapshot=path, create=False)
+    except StoreMissing as error:
+        raise fail(str(error)) from None
     except StoreURLError as error:
         raise fail(f"--store: {error}") from None
     try:
@@ -444,7 +476,7 @@ def intake(
     from consumers.intake import Intake
 
     bootstrap, topics = kafka_for(kafka, topic_prefix)
-    with engine_for(ctx, store, catch_up=False) as engine:
+    with engine_for(ctx, store, catch_up=False, create=True) as engine:
         process = Intake(engine.app, bootstrap, topics)
         run_until_signalled("intake", process, lambda: (
             f"applied {process.applied}, rejected {process.rejected}"
@@ -460,7 +492,7 @@ def relay(
     from consumers.relay import Relay
 
     bootstrap, topics = kafka_for(kafka, topic_prefix)
-    with engine_for(ctx, store, catch_up=False) as engine:
+    with engine_for(ctx, store, catch_up=False, create=True) as engine:
         process = Relay(engine.app, bootstrap, topics)
         run_until_signalled("relay", process, lambda: f"published up to {process.position}")
 
@@ -599,6 +631,39 @@ def sign(
                 raise fail(line_error(number, error)) from None
 
 
+@app.command()
+def docs(
+    directory: Annotated[
+        Path, typer.Argument(help="The docs directory of a checkout.")
+    ] = Path("docs"),
+    check: Annotated[
+        bool, typer.Option("--check", help="Write nothing; exit 1 naming each generated file "
+                           "that is missing or differs from what the models say.")
+    ] = False,
+    story: Annotated[
+        Path, typer.Option(help="The example story; each command's first line in it is that "
+                           "command's example.")
+    ] = Path("examples/5-21/story.jsonl"),
+) -> None:
+    """Generate the command reference (commands.md) and the JSON Schemas of commands and
+    decision requests (schema/*.schema.json) from the pydantic models."""
+    from interlock.reference import reference_files, stale_files
+
+    try:
+        if check:
+            stale = stale_files(directory, story)
+            for name in stale:
+                sys.stderr.write(f"{directory / name}: out of date; run `interlock docs`\n")
+            raise typer.Exit(1 if stale else 0)
+        for name, text in reference_files(story).items():
+            path = directory / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+            emit({"wrote": str(path), "bytes": len(text.encode())})
+    except OSError as error:
+        raise fail(f"{error.filename}: {error.strerror}") from None
+
+
 token_app = typer.Typer(help="Bearer tokens for `interlock serve`.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
 
@@ -632,7 +697,7 @@ def token_new(
 
 
 # ----------------------------------------------------------------- compliance officer tools
-# history, impact, diff, explain, replay, verify, report: DESIGN.md's questions of an officer,
+# history, impact, diff, explain, replay, verify, report: a compliance officer's questions,
 # answered from the same store and index as `decide` (projections.compliance, .audit).
 
 LimitOption = Annotated[
@@ -1073,12 +1138,14 @@ def _verify(url: str | None, moment: datetime, expect_head: str | None, decision
     live_error = None
     try:
         try:
-            engine = open_engine(url)
+            engine = open_engine(url, create=False)
         except StoreURLError:
             raise
         except Exception as error:  # a tampered event can fail the live catch-up anywhere
             live_error = f"{type(error).__name__}: {error}"
-            engine = open_engine(url, catch_up=False)
+            engine = open_engine(url, catch_up=False, create=False)
+    except StoreMissing as error:
+        raise fail(str(error)) from None
     except StoreURLError as error:
         raise fail(f"--store: {error}") from None
     try:
@@ -1156,6 +1223,10 @@ def report(
                                   "'enforced' time.")
     ] = None,
     rows: Annotated[int, typer.Option(help="Changed decisions and unknowns listed.")] = 100,
+    now: Annotated[
+        str | None, typer.Option(help="The valid time of the figures 'now' (default: the "
+                                 "moment the report is made).")
+    ] = None,
     as_json: JsonOption = False,
     store: StoreOption = None,
 ) -> None:
@@ -1169,6 +1240,7 @@ def report(
         zone = parse_offset(tz)
     except ValueError:
         raise fail(f"--tz: expected UTC or an offset like -05:00, not {tz!r}") from None
+    moment = timestamp_option(now, "--now")
     log = None
     if revocations is not None:
         try:
@@ -1187,7 +1259,8 @@ def report(
         table = audit.ChainTable(engine.app.recorder)
         head = table.head() if table.kept else None
         data = compliance.order_report(
-            view, directive, before=timedelta(minutes=before), after=timedelta(minutes=after),
+            view, directive, now=moment, before=timedelta(minutes=before),
+            after=timedelta(minutes=after),
             enforcement=log, chain_head=None if head is None else (head[0], head[1].hex()),
         )
     page = render(data, zone, rows)

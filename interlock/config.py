@@ -7,6 +7,8 @@ from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 DEFAULT_STORE = "sqlite:///.interlock/interlock.db"
+DEMO_STORE = "sqlite:///.interlock/demo.db"
+"""Where `interlock demo` (and `make demo`) writes, unless given --store."""
 STORE_VARIABLE = "INTERLOCK_STORE"
 SNAPSHOT_VARIABLE = "INTERLOCK_SNAPSHOT"
 
@@ -38,8 +40,45 @@ class StoreURLError(ValueError):
     pass
 
 
+class StoreMissing(StoreURLError):
+    """A read-only command was pointed at a store that does not exist: answering from an empty
+    one would look like an answer."""
+
+    def __init__(self, url: str) -> None:
+        default = " (the default)" if url == DEFAULT_STORE else ""
+        super().__init__(
+            f"store {url}{default} does not exist; nothing was read or created. The default "
+            f"store is {DEFAULT_STORE}, `interlock demo` writes {DEMO_STORE}; choose one with "
+            f"--store or {STORE_VARIABLE}"
+        )
+        self.url = url
+
+
 def store_url(given: str | None = None) -> str:
     return given or os.environ.get(STORE_VARIABLE) or DEFAULT_STORE
+
+
+def _sqlite_path(url: str) -> str | None:
+    """The file of an sqlite URL (None for other stores and in-memory SQLite)."""
+    parts = urlsplit(url)
+    if parts.scheme != "sqlite":
+        return None
+    path = unquote(parts.path.removeprefix("/"))
+    return path if path and path != ":memory:" else None
+
+
+def store_exists(url: str) -> bool:
+    """Whether a store is there to be read. An SQLite store is a file; PostgreSQL and memory:
+    stores are answered for by their server and process."""
+    path = _sqlite_path(url)
+    return path is None or Path(path).is_file()
+
+
+def prepare_store(url: str) -> None:
+    """Makes room for a store a writer is about to create (an SQLite file's directory)."""
+    path = _sqlite_path(url)
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
 
 
 def is_postgres(url: str) -> bool:
@@ -55,7 +94,7 @@ def snapshot_path(given: str | Path | None = None) -> Path | None:
 
 
 def store_environment(url: str) -> dict[str, str]:
-    """The eventsourcing persistence settings for a store URL.
+    """The eventsourcing persistence settings for a store URL (nothing is created here).
 
     `sqlite:///relative/path`, `sqlite:////absolute/path`, `memory:` and
     `postgresql://user:password@host:port/dbname[?pool_size=N&...]` (see POSTGRES_OPTIONS) are
@@ -68,8 +107,6 @@ def store_environment(url: str) -> dict[str, str]:
         path = unquote(parts.path.removeprefix("/"))
         if not path:
             raise StoreURLError(f"{url!r}: sqlite URLs name a file, e.g. sqlite:///interlock.db")
-        if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
         return {
             "PERSISTENCE_MODULE": "eventsourcing.sqlite",
             "SQLITE_DBNAME": path,

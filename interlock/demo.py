@@ -117,6 +117,25 @@ ORDER_COMMAND = {
 }
 
 
+def late_passports(population: Population) -> list[dict[str, Any]]:
+    """The passports that arrive at 17:40 ET: half the employees whose nationality was
+    unknown turn out to be US citizens since birth."""
+    verified = population.unattested_employees[: len(population.unattested_employees) // 2]
+    return [
+        {"type": "attest_nationality", "subject": subject, "citizenships": ["US"],
+         "residencies": [], "valid_from": "1990-01-01T00:00:00+00:00",
+         "source": "passport-kyc", "evidence": f"late-doc-{subject}"}
+        for subject in verified
+    ]
+
+
+def demo_commands(size: int) -> list[dict[str, Any]]:
+    """Every command the demo applies, in order: the day's facts, the order, the passports
+    (`interlock demo --export FILE`; recorded times are then those of `interlock apply`)."""
+    population = synthetic_population(size)
+    return [*population.commands, ORDER_COMMAND, *late_passports(population)]
+
+
 def changes(engine: Engine, subjects: list[str], at: datetime, before: int, after: int) -> (
     Iterator[tuple[str, str, Any, Any]]
 ):
@@ -187,13 +206,8 @@ def _tell(console: Console, engine: Engine, clock: DemoClock, size: int, store: 
                   f"{allowed:,} subjects, {by_model[untouched]} changes.")
 
     clock.set(et(17, 40))
-    verified = population.unattested_employees[: len(population.unattested_employees) // 2]
-    attestations = [
-        {"type": "attest_nationality", "subject": subject, "citizenships": ["US"],
-         "residencies": [], "valid_from": "1990-01-01T00:00:00+00:00",
-         "source": "passport-kyc", "evidence": f"late-doc-{subject}"}
-        for subject in verified
-    ]
+    attestations = late_passports(population)
+    verified = [attestation["subject"] for attestation in attestations]
     before_restore = engine.app.position
     restored_at = engine.app.apply_all(parse_command(c) for c in attestations)
     engine.catch_up()
@@ -219,7 +233,7 @@ def _tell(console: Console, engine: Engine, clock: DemoClock, size: int, store: 
                   "17:40 shows a US citizen since birth.")
     console.print(f"[dim]Ask it yourself: interlock decide {subject} fable-5 --at "
                   f"{asked.isoformat()} --known-at {asked.isoformat()} "
-                  f"--store sqlite:///.interlock/demo.db[/]")
+                  f"--store {store}[/]")
 
 
 def _because(decision: Any) -> str:

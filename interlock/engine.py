@@ -6,7 +6,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from domain.application import Clock, Interlock, SignatureCheck, system_clock
-from interlock.config import is_postgres, snapshot_path, store_environment, store_url
+from interlock.config import (
+    StoreMissing,
+    is_postgres,
+    prepare_store,
+    snapshot_path,
+    store_environment,
+    store_exists,
+    store_url,
+)
 from interlock.revocations import RevocationLog
 from interlock.signing import OfficerKeys
 from projections.access_index import AccessIndex
@@ -42,6 +50,7 @@ def open_engine(
     enforce: bool = False,
     revocation_file: Path | None = None,
     snapshot: str | Path | None = None,
+    create: bool = True,
 ) -> Engine:
     """Opens the store named by `store` (or INTERLOCK_STORE) and builds its index;
     `check_signature` vets directive commands (see `interlock.signing`); by default the officer
@@ -53,11 +62,19 @@ def open_engine(
     when one fits the store, and replays only the later events. Enforcing engines always
     replay: the enforcer's reach indexes and timetable are built from the events themselves.
     A PostgreSQL store is followed by LISTEN/NOTIFY (`SubscriptionFollower`), others by
-    polling (`StoreFollower`)."""
+    polling (`StoreFollower`).
+
+    Without `create` (read-only commands) a store that does not exist raises StoreMissing
+    instead of being created empty."""
     url = store_url(store)
+    env = store_environment(url)
+    if create:
+        prepare_store(url)
+    elif not store_exists(url):
+        raise StoreMissing(url)
     if check_signature is None:
         check_signature = OfficerKeys.configured()
-    app = Interlock(env=store_environment(url), clock=clock, check_signature=check_signature)
+    app = Interlock(env=env, clock=clock, check_signature=check_signature)
     restored = None
     path = snapshot_path(snapshot) if catch_up and not enforce else None
     if path is not None:

@@ -78,23 +78,26 @@ def _chart(points: list[SeriesPoint], models: list[str], marks: list[tuple[str, 
                      f"y2='{y(value):.1f}' stroke='#eaeef2'/>"
                      f"<text x='{LEFT - 8}' y='{y(value) + 4:.1f}' text-anchor='end' "
                      f"class='axis'>{_n(value)}</text>")
+    dated = start.astimezone(tz).date() != end.astimezone(tz).date()
+    tick = "%m-%d %H:%M" if dated else "%H:%M"
     for i in range(7):
         moment = start + (end - start) * i / 6
         anchor = "start" if i == 0 else "end" if i == 6 else "middle"
         parts.append(f"<text x='{x(moment):.1f}' y='{HEIGHT - BOTTOM + 18}' "
                      f"text-anchor='{anchor}' class='axis'>"
-                     f"{moment.astimezone(tz).strftime('%H:%M')}</text>")
-    placed: list[float] = []
-    for label, moment in marks:
-        if not start <= moment <= end:
-            continue
+                     f"{moment.astimezone(tz).strftime(tick)}</text>")
+    shown = [(label, moment) for label, moment in marks if start <= moment <= end]
+    for (label, moment), (left, row, anchor) in zip(
+        shown, _mark_rows([x(moment) for _, moment in shown],
+                          [f"{label} {_when(moment, tz, date=dated)}" for label, moment in shown]),
+        strict=True,
+    ):
         at = x(moment)
-        row = sum(1 for other in placed if abs(other - at) < 90)
-        placed.append(at)
         parts.append(f"<line x1='{at:.1f}' x2='{at:.1f}' y1='{TOP}' y2='{HEIGHT - BOTTOM}' "
                      "stroke='#57606a' stroke-dasharray='2 3'/>"
-                     f"<text x='{at + 4:.1f}' y='{TOP + 14 + 14 * row}' class='mark'>"
-                     f"{escape(label)} {_when(moment, tz, date=False)}</text>")
+                     f"<text x='{left:.1f}' y='{TOP + 14 + MARK_ROW * row}' "
+                     f"text-anchor='{anchor}' class='mark'>"
+                     f"{escape(label)} {_when(moment, tz, date=dated)}</text>")
     for number, model in enumerate(models):
         colour = PALETTE[number % len(PALETTE)]
         width = 2.2 + 1.6 * (len(models) - 1 - number) / max(len(models) - 1, 1)
@@ -123,6 +126,30 @@ def _chart(points: list[SeriesPoint], models: list[str], marks: list[tuple[str, 
                  "</text>")
     parts.append("</svg>")
     return "".join(parts)
+
+
+MARK_ROW = 15
+MARK_CHAR = 7.6
+"""Line height and a generous width per character of the chart's mark labels (bold 12 px), so
+that labels placed apart by this measure never touch."""
+
+
+def _mark_rows(xs: list[float], labels: list[str]) -> list[tuple[float, int, str]]:
+    """Where each mark's label goes: beside its line (to the right, or to the left where it
+    would leave the plot), in the first row where it overlaps no label already placed."""
+    rows: list[list[tuple[float, float]]] = []
+    placed = []
+    for at, label in zip(xs, labels, strict=True):
+        width = MARK_CHAR * len(label)
+        right = at + 4 + width <= WIDTH - RIGHT
+        span = (at + 4, at + 4 + width) if right else (at - 4 - width, at - 4)
+        row = next((n for n, taken in enumerate(rows)
+                    if all(span[1] + 6 < a or b + 6 < span[0] for a, b in taken)), len(rows))
+        if row == len(rows):
+            rows.append([])
+        rows[row].append(span)
+        placed.append((span[0] if right else span[1], row, "start" if right else "end"))
+    return placed
 
 
 def _nice(value: float) -> int:
@@ -192,7 +219,10 @@ def render(report: OrderReport, tz: tzinfo = UTC, rows: int = ROWS_SHOWN) -> str
         marks.append(("effective", d.effective_at))
     timeline = "".join(
         f"<li><time>{_when(entry['at'], tz)}</time><strong>{escape(entry['what'])}</strong>"
-        f"<span>{escape(entry['detail'])}</span></li>" for entry in report.timeline
+        f"<span>{escape(entry['detail'])}"
+        + "".join(f"; {escape(label)} <time>{_when(value, tz)}</time>"
+                  for label, value in entry.get("times", {}).items())
+        + "</span></li>" for entry in report.timeline
     )
     group_rows = []
     for group in groups:

@@ -1012,7 +1012,9 @@ def order_report(
     enforcement: list[dict[str, Any]] | None = None,
     chain_head: tuple[int, str] | None = None,
 ) -> OrderReport:
-    """The data of an order's report (raises KeyError for an unknown directive)."""
+    """The data of an order's report (raises KeyError for an unknown directive). Its figures
+    "now" are decisions at valid time `now` (default: the moment the report is made) with
+    everything known."""
     facts, reach = view.facts, view.reach
     moment = now or datetime.now(UTC)
     result = impact(facts, directive, reach)
@@ -1024,8 +1026,8 @@ def order_report(
     times = {start + (end - start) * i / (points - 1) for i in range(points)}
     for key in (d.effective_at, recorded):
         times |= {key - INSTANT, key}
-    for moment in _bursts(facts, start, end, gap=(end - start) / points):
-        times |= {moment - INSTANT, moment}
+    for burst in _bursts(facts, start, end, gap=(end - start) / points):
+        times |= {burst - INSTANT, burst}
     series = access_series(facts, reach, sorted(t for t in times if start <= t <= end), models)
     restored = Counter(row.model for row in result.rows
                        if _judge(facts, row.subject, row.model, moment,
@@ -1084,16 +1086,17 @@ def _timeline(
     if summary and summary["records"]:
         rows.append({"at": summary["first_emitted_at"], "what": "enforced",
                      "detail": f"first of {summary['records']} access_revoked records emitted "
-                               f"by the enforcer (last at {summary['last_emitted_at']})"})
+                               "by the enforcer",
+                     "times": {"last": summary["last_emitted_at"]}})
     else:
         rows.append({"at": iso(switched), "what": "enforced",
                      "detail": f"decisions switched for {len(result.rows):,} (subject, model) "
                                "pairs when the index applied the order (the later of recorded "
                                "and effective); no enforcement log was given"})
     for event in directive_fact_events(facts, d)[1:]:
-        effective = event.detail.get("effective_at")
         rows.append({"at": iso(event.recorded_at), "what": event.event.removeprefix("directive_"),
-                     "detail": f"position {event.position:,}, effective {effective}"})
+                     "detail": f"position {event.position:,}",
+                     "times": {"effective": event.detail.get("effective_at")}})
     return sorted(rows, key=lambda r: (r["at"] or "", _ORDER.get(r["what"], 9)))
 
 

@@ -4,6 +4,13 @@ For each stored event the enforcer compares decisions just before and just after
 for the pairs the event can reach (see `projections.reach`). Facts that take effect later than
 they are recorded (an order effective at 18:00, an attestation that expires) are kept in a
 timetable and compared again when their moment comes (`tick`).
+
+A record's `at` is the valid time from which its new decision holds: for a change found when
+an event is applied, the earliest valid time from which the new verdict holds without a break
+up to the moment of enforcing, as known with the event (an order recorded days after it took
+effect is dated by when it took effect); for a change whose moment came, that moment. An
+`access_restored` record is `first` when the pair had no access at any earlier valid time, as
+known just before the change: a first grant rather than access given back.
 """
 
 from __future__ import annotations
@@ -11,18 +18,21 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from domain.aggregates import Directive
 from domain.application import Clock, system_clock
 from domain.decision import NO_CONTEXT, Reason, Verdict, judge
+from domain.facts import FactBase
 from projections.access_index import AccessIndex
 from projections.gc_pause import gc_paused
 from projections.reach import Reach
 
 _INSTANT = timedelta(microseconds=1)
 _TIMED_FIELDS = ("effective_at", "valid_from", "valid_until")
+ALWAYS = datetime.min.replace(tzinfo=UTC)
+"""`at` of a decision that holds at every earlier valid time too."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,9 +55,12 @@ class AccessChange:
     recorded_at: datetime
     """When the causing event was recorded."""
     emitted_at: datetime
+    first: bool = False
+    """For access_restored: the pair had no access at any earlier valid time, as known just
+    before the change (a first grant, not a restoration)."""
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data = {
             "type": self.kind,
             "subject": self.subject,
             "model": self.model,
@@ -61,6 +74,9 @@ class AccessChange:
             "recorded_at": self.recorded_at.isoformat(),
             "emitted_at": self.emitted_at.isoformat(),
         }
+        if self.kind == "access_restored":
+            data["first"] = self.first
+        return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +125,8 @@ class Enforcer:
 
             with gc_paused():
                 changes = self._compare(
-                    cause, before, now, judged, only_restricts=isinstance(event, Directive.Issued)
+                    cause, before, now, judged, only_restricts=isinstance(event, Directive.Issued),
+                    known_before=position - 1,
                 )
                 index.forget(concerns)
                 for subject, model, verdict in judged:
@@ -146,10 +163,13 @@ class Enforcer:
         at: datetime,
         judged: list[tuple[str, str, Verdict]] | None = None,
         only_restricts: bool = False,
+        known_before: int | None = None,
     ) -> list[AccessChange]:
         """Changes of access at `at` among the pairs the cause can reach. `only_restricts`: the
         cause can only take access away (a new directive adds a restriction and nothing else),
-        so pairs without access before need no second look."""
+        so pairs without access before need no second look. `known_before`: the position the
+        old decisions were known at, when the cause is a new event; without it the change
+        happens at `at` itself (a moment that came), as known now."""
         facts = self.index.facts
         position = facts.position
         changes = []
@@ -163,7 +183,14 @@ class Enforcer:
                     judged.append((subject, model, new))
                 if (old.effect == "allow") == (new.effect == "allow"):
                     continue
-                changes.append(_change(subject, model, new, at, cause, self.clock()))
+                if known_before is None:  # the moment `at` came: just before it, `old`
+                    since, first = at, new.effect == "allow" and not had_access(
+                        facts, subject, model, at - _INSTANT, position)
+                else:  # a new event: `old` held at `at` as known before it
+                    since = holds_since(facts, subject, model, new, at, position)
+                    first = new.effect == "allow" and not had_access(
+                        facts, subject, model, at, known_before)
+                changes.append(_change(subject, model, new, since, cause, self.clock(), first))
         return changes
 
     def _received_at(self, event: Any) -> datetime | None:
@@ -172,13 +199,55 @@ class Enforcer:
         return None
 
 
+def holds_since(
+    facts: FactBase, subject: str, model: str, verdict: Verdict, at: datetime, position: int
+) -> datetime:
+    """The earliest valid time from which `verdict` holds without a break up to `at`, as known
+    at `position`. Decisions only change where one of the subject's facts or a global one
+    starts or stops holding, so it is enough to look just before each such time, going back;
+    no look is needed where a directive or entitlement the verdict cites starts (before it,
+    no verdict can cite it)."""
+    starts = _cited_starts(facts, verdict)
+    start = facts.validity(subject, at)[0]
+    while start is not None and start not in starts and judge(
+        facts, subject, model, start - _INSTANT, position, NO_CONTEXT
+    ) == verdict:
+        start = facts.validity(subject, start - _INSTANT)[0]
+    return ALWAYS if start is None else start
+
+
+def _cited_starts(facts: FactBase, verdict: Verdict) -> set[datetime]:
+    """When the directives and entitlements a verdict cites start to hold."""
+    starts = set()
+    for reason in verdict.reasons:
+        if reason.code in ("directive", "route") and reason.ref in facts.directives:
+            starts.add(facts.directives[reason.ref].effective_at)
+        elif reason.code == "entitled" and reason.ref in facts.entitlements:
+            starts.add(facts.entitlements[reason.ref].valid_from)
+    return starts
+
+
+def had_access(facts: FactBase, subject: str, model: str, when: datetime, position: int) -> bool:
+    """Whether the pair was allowed at a valid time before the span around `when`, as known at
+    `position` (the caller knows it had no access at `when`): one look per earlier span
+    between the times at which its facts change, latest first."""
+    start = facts.validity(subject, when)[0]
+    while start is not None:
+        moment = start - _INSTANT
+        if judge(facts, subject, model, moment, position, NO_CONTEXT).effect == "allow":
+            return True
+        start = facts.validity(subject, moment)[0]
+    return False
+
+
 def _change(
-    subject: str, model: str, new: Verdict, at: datetime, cause: _Cause, emitted_at: datetime
+    subject: str, model: str, new: Verdict, at: datetime, cause: _Cause, emitted_at: datetime,
+    first: bool,
 ) -> AccessChange:
     return AccessChange(
         "access_restored" if new.effect == "allow" else "access_revoked", subject, model,
         new.effect, new.route_to, new.disclosed, new.reasons, at, cause.position, cause.received_at,
-        cause.recorded_at, emitted_at,
+        cause.recorded_at, emitted_at, first,
     )
 
 

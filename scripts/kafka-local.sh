@@ -3,7 +3,7 @@
 #
 # Why: tests need a real broker, and CI machines may have no Docker engine. Java and Maven are
 # enough: `fetch` resolves the broker jars once into a cache, `start` runs a broker bound to
-# 127.0.0.1 only, `stop` shuts it down. See DESIGN.md, "Tests and services".
+# 127.0.0.1 only, `stop` shuts it down. See README.md, "Tests".
 #
 #   kafka-local.sh fetch                      print the cached libs dir (downloading if needed)
 #   kafka-local.sh start DIR [PORT] [k=v ...] start a broker with state in DIR; prints host:port

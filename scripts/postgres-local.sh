@@ -3,7 +3,7 @@
 #
 # Why: integration tests need a real PostgreSQL, and CI machines may have no Docker engine.
 # The server listens on 127.0.0.1 only with trust auth, keeps everything (data, socket, log)
-# inside DIR, and is tuned for tests (fsync off). See DESIGN.md, "Tests and services".
+# inside DIR, and is tuned for tests (fsync off). See README.md, "Tests".
 #
 #   postgres-local.sh install          apt-get install postgresql unless a pg_ctl exists (root)
 #   postgres-local.sh start DIR [PORT] initdb into DIR, start, create database `interlock`;

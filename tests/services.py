@@ -1,4 +1,4 @@
-"""Real Kafka and PostgreSQL for the tests that need them (DESIGN.md, "Tests and services").
+"""Real Kafka and PostgreSQL for the tests that need them (README.md, "Tests").
 
 Each service is found in this order, once per test session:
 

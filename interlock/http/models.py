@@ -57,7 +57,7 @@ class ReasonOut(_Body):
 
 
 class DecisionOut(_Body):
-    """The normative decision JSON of DESIGN.md."""
+    """The decision JSON of docs/decision-rule.md."""
 
     subject: str
     model: str

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import TypeAdapter
 
-from domain.predicates import ATTRIBUTES, AllOf, AnyOf, Everyone, Membership, Not, UsPerson
+from domain.predicates import predicate_json_schemas
 
 REF = "#/components/schemas/{model}"
 
@@ -24,34 +24,6 @@ def request_body(name: str) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {
         "schema": {"$ref": REF.format(model=name)}
     }}}}
-
-
-def _one_key(key: str, value: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "object", "properties": {key: value}, "required": [key],
-            "additionalProperties": False}
-
-
-_PREDICATE = {"$ref": REF.format(model="Predicate")}
-_VALUES = {"type": "array", "items": {"type": "string", "minLength": 1}}
-PREDICATE_SCHEMAS: dict[str, dict[str, Any]] = {
-    "Predicate": {
-        "description": "A subject predicate (DESIGN.md): data, evaluated in three-valued logic.",
-        "anyOf": [{"$ref": REF.format(model=kind.__name__)}
-                  for kind in (AllOf, AnyOf, Not, Everyone, Membership, UsPerson)],
-    },
-    AllOf.__name__: _one_key("all", {"type": "array", "items": _PREDICATE, "minItems": 1}),
-    AnyOf.__name__: _one_key("any", {"type": "array", "items": _PREDICATE, "minItems": 1}),
-    Not.__name__: _one_key("not", _PREDICATE),
-    Everyone.__name__: _one_key("everyone", {"const": True}),
-    UsPerson.__name__: _one_key("us_person", {"type": "boolean"}),
-    Membership.__name__: {
-        "type": "object", "minProperties": 1, "maxProperties": 1,
-        "propertyNames": {"enum": list(ATTRIBUTES)},
-        "additionalProperties": {"oneOf": [_one_key("any_of", _VALUES),
-                                           _one_key("none_of", _VALUES)]},
-        "description": '`{ATTR: {"any_of": [...]}}` or `{ATTR: {"none_of": [...]}}`.',
-    },
-}
 
 
 def install_openapi(app: FastAPI, bodies: dict[str, Any]) -> None:
@@ -68,7 +40,7 @@ def install_openapi(app: FastAPI, bodies: dict[str, Any]) -> None:
                 body = TypeAdapter(kind).json_schema(ref_template=REF)
                 components.update(body.pop("$defs", {}))
                 components[name] = body
-            components.update(PREDICATE_SCHEMAS)
+            components.update(predicate_json_schemas(REF))
             app.openapi_schema = schema
         return app.openapi_schema
 

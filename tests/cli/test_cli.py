@@ -176,6 +176,7 @@ def test_decide_batch_answers_each_request_in_order(store: str, commands_file: P
 
 
 def test_decide_batch_names_a_bad_request_line(store: str) -> None:
+    run("apply", "-", stdin=jsonl(*SETUP), store=store)  # read-only commands need a store
     requests = jsonl({"subject": "u-1", "model": "fable-5"},
                      {"subject": "u-1", "model": "fable-5", "at": "2026-11-26T17:00:00"})
     result = run("decide", "--batch", "-", stdin=requests, store=store)

@@ -14,6 +14,7 @@ import shutil
 import struct
 import subprocess
 import zlib
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -94,12 +95,19 @@ def png_pixels(path: Path) -> tuple[int, int, set[bytes]]:
     return width, height, colours
 
 
-@pytest.mark.skipif(not Path(CHROMIUM).exists() and not services_required(),
-                    reason=f"no Chromium at {CHROMIUM}: apt-get install chromium")
+def chromium_flags(tmp_path: Path) -> list[str]:
+    return ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run",
+            f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,1600"]
+
+
+needs_chromium = pytest.mark.skipif(not Path(CHROMIUM).exists() and not services_required(),
+                                    reason=f"no Chromium at {CHROMIUM}: apt-get install chromium")
+
+
+@needs_chromium
 def test_chromium_renders_it(page: Path, tmp_path: Path) -> None:
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync", "--no-first-run",
-             f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,1600"]
+    flags = chromium_flags(tmp_path)
     shot = tmp_path / "shot.png"
     subprocess.run([CHROMIUM, *flags, f"--screenshot={shot}", page.as_uri()],
                    capture_output=True, timeout=90, check=True)
@@ -135,3 +143,151 @@ def test_the_enforcer_log_gives_the_enforced_time(demo_db: Path, demo: object,
     html = path.read_text()
     assert "2026-11-26 22:21:00.090 +00:00</time><strong>enforced</strong>" in html
     assert "first of 2 access_revoked records" in html
+
+
+# --- the figures tell the truth "now"; the chart's labels never overprint -----------------
+
+MEASURE = """<script>
+const boxes = [...document.querySelectorAll('svg text')].map(t => {
+  const b = t.getBoundingClientRect();
+  return {cls: t.getAttribute('class'), text: t.textContent, left: b.left, right: b.right,
+          top: b.top, bottom: b.bottom};
+});
+const pre = document.createElement('pre');
+pre.id = 'measured';
+pre.textContent = JSON.stringify(boxes);
+document.body.appendChild(pre);
+</script>"""
+"""Added to a copy of the page only: the report itself carries no script."""
+
+
+def rendered(page: Path, tmp_path: Path) -> tuple[str, list[dict]]:
+    """The DOM Chromium built from the page, and the box of every chart text it laid out."""
+    probe = tmp_path / "probe.html"
+    probe.write_text(page.read_text().replace("</body>", MEASURE + "</body>"))
+    dom = subprocess.run([CHROMIUM, *chromium_flags(tmp_path), "--dump-dom", probe.as_uri()],
+                         capture_output=True, timeout=90, check=True, text=True).stdout
+    found = re.search(r"<pre id=\"measured\">(.*?)</pre>", dom, re.S)
+    assert found, "the measuring script did not run"
+    return dom, json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+
+
+def overlapping(boxes: list[dict]) -> list[tuple[str, str]]:
+    return [(a["text"], b["text"]) for i, a in enumerate(boxes) for b in boxes[i + 1:]
+            if a["left"] < b["right"] and b["left"] < a["right"]
+            and a["top"] < b["bottom"] and b["top"] < a["bottom"]]
+
+
+def cards(dom: str) -> dict[str, int]:
+    return {" ".join(label.split()): int(number.replace(",", ""))
+            for number, label in re.findall(
+                r'<div class="card"><b>([\d,]+)</b><span>([^<]*)</span>', dom)}
+
+
+def cli(store: str, *args: str, stdin: str | None = None) -> str:
+    result = CliRunner().invoke(app, ["--store", store, *args], input=stdin)
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def employees(*subjects: tuple[str, list[str], list[str]]) -> list[dict]:
+    commands = []
+    for subject, citizenships, residencies in subjects:
+        commands.append({"type": "attest_employer", "subject": subject, "org": "acme",
+                         "valid_from": "2025-06-01T00:00:00+00:00", "source": "hr-feed"})
+        if citizenships or residencies:
+            commands.append({"type": "attest_nationality", "subject": subject,
+                             "citizenships": citizenships, "residencies": residencies,
+                             "valid_from": "1990-01-01T00:00:00+00:00",
+                             "source": "passport-kyc"})
+    return commands
+
+
+SETUP = [
+    {"type": "register_model", "model": "fable-5", "family": "fable"},
+    {"type": "register_model", "model": "mythos-5", "family": "mythos"},
+    {"type": "register_model", "model": "opus-4.8", "family": "opus"},
+    {"type": "grant_entitlement", "entitlement": "org-acme", "grantee": {"org": "acme"},
+     "models": ["*"], "valid_from": "2026-01-01T00:00:00+00:00"},
+    *employees(("u-us", ["US"], []), ("u-de", ["DE"], []), ("u-dual", ["US", "FR"], []),
+               ("u-gc", ["IN"], ["US"]), ("u-unk1", [], []), ("u-unk2", [], []),
+               ("u-unk3", [], []), ("u-late", [], [])),
+]
+SUBJECTS = ["u-us", "u-de", "u-dual", "u-gc", "u-unk1", "u-unk2", "u-unk3", "u-late"]
+
+
+def order(received: datetime, effective: datetime) -> dict:
+    return {"type": "issue_directive", "directive": "bis-2026-0417",
+            "authority": "US Dept. of Commerce (BIS)", "received_at": received.isoformat(),
+            "effective_at": effective.isoformat(), "models": ["fable-5", "mythos-5"],
+            "subjects": {"citizenship": {"none_of": ["US"]}}}
+
+
+def jsonl(*commands: dict) -> str:
+    return "".join(json.dumps(c) + "\n" for c in commands)
+
+
+@needs_chromium
+def test_an_order_effective_after_it_was_recorded_is_reported_as_decide_answers(
+    tmp_path: Path,
+) -> None:
+    """The order arrives now and takes effect 3 minutes later; a passport and an exemption
+    follow. Reported 5 minutes on (--now), every figure "now" is what `decide` answers then."""
+    received = datetime.now(UTC).replace(microsecond=0)
+    effective, later = received + timedelta(minutes=3), received + timedelta(minutes=5)
+    store = f"sqlite:///{tmp_path}/store.db"
+    cli(store, "apply", "-", stdin=jsonl(*SETUP, order(received, effective)))
+    cli(store, "apply", "-", stdin=jsonl(
+        {"type": "attest_nationality", "subject": "u-late", "citizenships": ["US"],
+         "valid_from": "1990-01-01T00:00:00+00:00", "source": "passport-kyc"},
+        {"type": "amend_directive", "directive": "bis-2026-0417",
+         "exempt": {"subjects": ["u-unk3"], "orgs": []},
+         "effective_at": (received + timedelta(minutes=4)).isoformat()}))
+    page = tmp_path / "order.html"
+    cli(store, "report", "--html", str(page), "--tz", "-05:00", "--now", later.isoformat())
+
+    changed = json.loads(cli(store, "impact", "bis-2026-0417", "--json"))["changes"]
+    requests = [{"subject": s, "model": m, "at": later.isoformat()}
+                for s in SUBJECTS for m in ("fable-5", "mythos-5", "opus-4.8")]
+    decided = {(d["subject"], d["model"]): d for d in map(json.loads, cli(
+        store, "decide", "--batch", "-", stdin=jsonl(*requests)).splitlines())}
+    again = sum(decided[c["subject"], c["model"]]["effect"] == "allow" for c in changed)
+    still_unknown = {s for (s, _), d in decided.items() if d["effect"] == "deny"
+                     and {"code": "directive", "ref": "bis-2026-0417"} in d["reasons"]
+                     and any(r["code"] == "unknown_attribute" for r in d["reasons"])}
+    assert (len(changed), again, still_unknown) == (12, 4, {"u-unk1", "u-unk2"})
+
+    dom, boxes = rendered(page, tmp_path)
+    figures = cards(dom)
+    assert figures["(subject, model) decisions the order changed"] == len(changed)
+    assert figures["of those pairs have access again now"] == again
+    assert figures["subjects still denied for an unknown attribute"] == len(still_unknown)
+    unknowns = dom.split("Unknowns still open")[1]
+    assert all(subject in unknowns for subject in still_unknown)
+    assert "u-late" not in unknowns and "u-unk3" not in unknowns
+    marks = [b for b in boxes if b["cls"] == "mark"]
+    assert {b["text"].split()[0] for b in marks} == {"received", "recorded", "effective"}
+    assert overlapping(marks) == [], "received and recorded are a second apart"
+    times = re.findall(r"<time>([^<]*)</time>", dom)
+    assert times and all(t.endswith("-05:00") for t in times), times
+    assert "; effective <time>" in dom, "the amendment's effective time, in --tz"
+
+
+@needs_chromium
+def test_an_order_recorded_days_after_it_took_effect_dates_its_axis(tmp_path: Path) -> None:
+    recorded = datetime.now(UTC)
+    effective = recorded - timedelta(days=5)
+    store = f"sqlite:///{tmp_path}/store.db"
+    cli(store, "apply", "-", stdin=jsonl(*SETUP, order(effective, effective)))
+    page = tmp_path / "order.html"
+    cli(store, "report", "--html", str(page), "--tz", "-05:00")
+    dom, boxes = rendered(page, tmp_path)
+    ticks = [b["text"] for b in boxes if b["cls"] == "axis" and re.search(r"\d:\d\d$", b["text"])]
+    assert len(ticks) == 7 and all(re.fullmatch(r"\d\d-\d\d \d\d:\d\d", t) for t in ticks)
+    assert len(set(ticks)) == 7
+    marks = [b for b in boxes if b["cls"] == "mark"]
+    assert {b["text"].split()[0] for b in marks} == {"received", "recorded"}
+    assert all(re.search(r"\d{4}-\d\d-\d\d", b["text"]) for b in marks), "dated marks"
+    assert overlapping(marks) == [] and overlapping(
+        [b for b in boxes if b["cls"] == "axis"]) == []
+    assert cards(dom)["of those pairs have access again now"] == 0

@@ -167,15 +167,19 @@ def test_the_order_revokes_exactly_the_pairs_the_rule_denies(
         """A new enforcer enforces history too: grants arrive as access_restored first."""
         return [r for r in records if int(header(r, "position")) == before + 1]
 
-    records = caused_by_order(consume(
+    everything = consume(
         kafka_bootstrap, topics.enforcement, lambda r: len(caused_by_order(r)) >= len(expected)
-    ))
+    )
+    records = caused_by_order(everything)
+    grants = [decode(r.value) for r in everything if int(header(r, "position")) <= before]
+    assert grants and all(name == "access_restored" and body["first"] for name, body in grants)
     revoked = Counter()
     for record in records:
         name, body = decode(record.value)
         assert record.key == body["subject"].encode()
         assert name == "access_revoked" and body["position"] == before + 1
         assert body["received_at"] == datetime.fromisoformat(ORDER_COMMAND["received_at"])
+        assert body["at"] == body["received_at"], "the valid time the order took effect"
         revoked[body["subject"], body["model"]] += 1
     assert set(revoked) == expected
     assert max(revoked.values()) == 1

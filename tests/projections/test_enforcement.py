@@ -16,7 +16,7 @@ from domain.application import Interlock
 from domain.commands import CommandError, parse_command
 from domain.decision import NO_CONTEXT, judge
 from projections.access_index import AccessIndex
-from projections.enforcement import Enforcer
+from projections.enforcement import ALWAYS, AccessChange, Enforcer
 
 NOW = datetime(2026, 11, 26, 22, 30, tzinfo=UTC)
 MODELS = {"m1": "a", "m2": "a", "m3": "b"}
@@ -119,6 +119,40 @@ def flips(facts: object, position: int) -> set[tuple[str, str, str]]:
     return found
 
 
+INSTANT = timedelta(microseconds=1)
+
+
+def event_times(event: object) -> set[datetime]:
+    """Every valid or recorded time an event names: the only places a decision can change."""
+    times = {getattr(event, name, None) for name in (
+        "effective_at", "valid_from", "valid_until", "received_at", "timestamp")}
+    expires = (getattr(event, "terms", None) or {}).get("expires_at")
+    if expires:
+        times.add(datetime.fromisoformat(expires))
+    return {t for t in times if t is not None}
+
+
+def check_dated(change: AccessChange, facts: object, position: int, times: set[datetime]) -> None:
+    """Brute force on `at` and `first`: the new decision holds from `at` (a time some fact
+    names) at every time up to now and not just before it; `first` iff no earlier valid time
+    had access as known before the event."""
+    new = judge(facts, change.subject, change.model, NOW, position, NO_CONTEXT)
+    samples = sorted({NOW - timedelta(days=3650), *times, *(t - INSTANT for t in times)})
+    for t in samples:
+        if change.at <= t <= NOW:
+            assert judge(facts, change.subject, change.model, t, position, NO_CONTEXT) == new, t
+    if change.at == ALWAYS:
+        assert all(judge(facts, change.subject, change.model, t, position, NO_CONTEXT) == new
+                   for t in samples if t <= NOW)
+    else:
+        assert change.at in times
+        assert judge(facts, change.subject, change.model, change.at - INSTANT, position,
+                     NO_CONTEXT) != new
+    had = any(judge(facts, change.subject, change.model, t, position - 1, NO_CONTEXT).effect
+              == "allow" for t in samples if t < NOW)
+    assert change.first == (change.kind == "access_restored" and not had)
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.tuples(st.permutations(PRELUDE), st.lists(commands, min_size=1, max_size=25)).map(
     lambda parts: [*parts[0], *parts[1]]
@@ -129,6 +163,7 @@ def test_enforcer_reports_exactly_the_flipped_pairs(stream: list[dict]) -> None:
                   for m, f in MODELS.items())
     enforcer = Enforcer(AccessIndex(), clock=lambda: NOW)
     seen = 0
+    times: set[datetime] = set()
     for command in stream:
         try:
             app.apply(parse_command(command))
@@ -136,9 +171,12 @@ def test_enforcer_reports_exactly_the_flipped_pairs(stream: list[dict]) -> None:
             continue
         for notification in app.recorder.select_notifications(seen + 1, 100):
             event = app.mapper.to_domain_event(notification)
+            times |= event_times(event)
             reported = enforcer.apply(event, notification.id)
             expected = flips(enforcer.index.facts, notification.id)
             assert {(c.subject, c.model, c.kind) for c in reported} == expected, command
+            for change in reported:
+                check_dated(change, enforcer.index.facts, notification.id, times)
             seen = notification.id
 
 
@@ -180,6 +218,7 @@ def test_a_directive_effective_later_is_enforced_when_its_moment_comes() -> None
     for notification in app.recorder.select_notifications(1, 10):
         reported += enforcer.apply(app.mapper.to_domain_event(notification), notification.id)
     assert [(c.kind, c.position) for c in reported] == [("access_restored", 2)], "the grant"
+    assert reported[0].first and reported[0].at == PAST, "a first grant, valid since PAST"
     assert enforcer.next_moment == SOON
 
     now[0] = SOON + timedelta(minutes=1)
@@ -194,4 +233,54 @@ def test_a_directive_effective_later_is_enforced_when_its_moment_comes() -> None
     assert [(c.kind, c.subject, c.at) for c in restored] == [
         ("access_restored", "s1", SOON + timedelta(hours=1))
     ]
+    assert not restored[0].first, "access given back after the order expired"
+    assert restored[0].to_json()["first"] is False and "first" not in revoked[0].to_json()
     assert enforcer.tick() == []
+
+
+def enforce_all(app: Interlock, enforcer: Enforcer, *commands: dict) -> list[AccessChange]:
+    """Applies the commands and enforces the events they stored."""
+    start = app.position + 1
+    app.apply_all(parse_command(c) for c in commands)
+    reported = []
+    for notification in app.recorder.select_notifications(start, 100):
+        reported += enforcer.apply(app.mapper.to_domain_event(notification), notification.id)
+    return reported
+
+
+def test_an_order_recorded_days_after_it_took_effect_is_dated_by_its_effect() -> None:
+    """The issue's case: an order effective 2026-11-26T22:21Z enforced five days later says
+    `at` = 22:21Z, not the moment it was enforced."""
+    effective = datetime(2026, 11, 26, 22, 21, tzinfo=UTC)
+    later = effective + timedelta(days=5)
+    app = Interlock(env={"PERSISTENCE_MODULE": "eventsourcing.popo"}, clock=lambda: later)
+    enforcer = Enforcer(AccessIndex(), clock=lambda: later)
+    grants = enforce_all(app, enforcer, {"type": "register_model", "model": "m1", "family": "a"},
+                         *PRELUDE)
+    assert {(c.subject, c.first, c.at) for c in grants} == {
+        ("s1", True, PAST), ("s2", True, PAST), ("s3", True, PAST)}
+    revoked = enforce_all(app, enforcer, {
+        "type": "issue_directive", "directive": "d1", "models": ["m1"],
+        "subjects": {"citizenship": {"none_of": ["US"]}}, "received_at": effective.isoformat()})
+    assert {(c.kind, c.subject, c.at, c.emitted_at) for c in revoked} == {
+        ("access_revoked", "s2", effective, later), ("access_revoked", "s3", effective, later)}
+
+
+def test_access_given_back_is_not_a_first_grant_and_holds_from_when_the_facts_say() -> None:
+    """s3 (nationality unknown) lost m1 to the order; a passport valid since 1990 arrives: access
+    is restored (not first), holding as known now since s3's own grant, before the order."""
+    app = Interlock(env={"PERSISTENCE_MODULE": "eventsourcing.popo"}, clock=recording_clock())
+    enforcer = Enforcer(AccessIndex(), clock=lambda: NOW)
+    enforce_all(app, enforcer, {"type": "register_model", "model": "m1", "family": "a"},
+                *PRELUDE, {"type": "issue_directive", "directive": "d1", "models": ["m1"],
+                           "subjects": {"citizenship": {"none_of": ["US"]}},
+                           "received_at": RECENT.isoformat()})
+    restored = enforce_all(app, enforcer, {
+        "type": "attest_nationality", "subject": "s3", "citizenships": ["US"],
+        "valid_from": "1990-01-01T00:00:00+00:00", "source": "passport-kyc"})
+    assert [(c.kind, c.subject, c.first, c.at) for c in restored] == [
+        ("access_restored", "s3", False, PAST)]
+    back = enforce_all(app, enforcer, {"type": "lift_directive", "directive": "d1",
+                                       "effective_at": (NOW - timedelta(minutes=5)).isoformat()})
+    assert [(c.subject, c.first, c.at) for c in back] == [
+        ("s2", False, NOW - timedelta(minutes=5))]

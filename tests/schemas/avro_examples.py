@@ -170,7 +170,11 @@ ENFORCEMENT: dict[str, list[dict[str, Any]]] = {
         {"subject": "u-17", "model": "fable-5", "effect": "allow", "route_to": None,
          "disclosed": False, "reasons": [{"code": "entitled", "ref": "e-1"}],
          "at": at(51), "position": 1900, "received_at": at(50), "recorded_at": at(51),
-         "emitted_at": at(52)},
+         "emitted_at": at(52), "first": False},
+        {"subject": "u-19", "model": "fable-5", "effect": "allow", "route_to": None,
+         "disclosed": False, "reasons": [{"code": "entitled", "ref": "e-2"}],
+         "at": at(40), "position": 1901, "received_at": None, "recorded_at": at(53),
+         "emitted_at": at(54), "first": True},
     ],
 }
 

@@ -17,6 +17,7 @@ from domain.commands import COMMAND_TYPES
 from schemas.codec import NAMESPACE, SCHEMA_ROOT, CodecError, SchemaRegistry, default_registry
 from schemas.compat import IncompatibleSchema, check_compatible, compatibility_problems
 from schemas.records import EVENT_CLASSES, command_from_record, event_from_record
+from tests.schemas.avro_examples import ENFORCEMENT
 from tests.schemas.freeze_samples import sample_path
 
 SCHEMA_FILES = sorted((SCHEMA_ROOT / NAMESPACE).glob("*/*.avsc"))
@@ -241,3 +242,19 @@ def test_registry_refuses_misplaced_schemas(tmp_path: Path) -> None:
         SchemaRegistry(_tree(tmp_path, wrong_namespace))
     with pytest.raises(CodecError, match="must define the record"):
         SchemaRegistry(_tree(tmp_path / "b", {**V1, "name": "withdraw_model"}))
+
+
+def test_access_restored_v2_adds_first_and_old_readers_keep_working() -> None:
+    """`first` (a first grant, not access given back) came with access_restored v2: v1 data
+    reads as first = false, and a reader still holding v1 skips the new field."""
+    registry = default_registry()
+    v1, v2 = registry.versions("access_restored")
+    assert (v1.version, v2.version) == (1, 2) and registry.current("access_restored") is v2
+    old = [bytes.fromhex(line) for line in sample_path(registry, v1).read_text().splitlines()
+           if line.strip() and not line.startswith("#")]
+    assert all(registry.decode(message)[1]["first"] is False for message in old)
+    new = registry.encode("access_restored", {**ENFORCEMENT["access_restored"][1]})
+    body = new[10:]
+    as_v1 = _read(body, v2.schema, v1.schema)
+    assert "first" not in as_v1
+    assert as_v1 == {k: v for k, v in registry.decode(new)[1].items() if k != "first"}

@@ -1,4 +1,4 @@
-"""The decision rule of DESIGN.md ("The decision rule (normative)"), pinned case by case.
+"""The decision rule (docs/decision-rule.md), pinned case by case.
 
 Every decision is asked of the real access index after the real application stored the
 commands in the memory store. The `world` fixture: models fable-5, fable-4 (family fable) and

@@ -463,7 +463,7 @@ def _not(value: bool | None) -> bool | None:
 
 
 def kleene(data: dict[str, Any], env: Env) -> bool | None:
-    """A reference evaluator, straight from DESIGN.md."""
+    """A reference evaluator, straight from docs/decision-rule.md."""
     ((key, body),) = data.items()
     if key == "all":
         return _and([kleene(p, env) for p in body])
