@@ -43,6 +43,7 @@ themselves, whatever the chain table says.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import hashlib
 import json
@@ -54,14 +55,18 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import zip_longest
-from typing import Any
+from typing import Any, ClassVar
 from uuid import UUID
 
+import psycopg
+from eventsourcing import persistence
 from eventsourcing.application import Application
 from eventsourcing.persistence import Notification, OperationalError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresProcessRecorder
 from eventsourcing.sqlite import (
+    SQLITE3_DEFAULT_LOCK_TIMEOUT,
     SQLiteApplicationRecorder,
+    SQLiteConnection,
     SQLiteCursor,
     SQLiteDatastore,
     SQLiteProcessRecorder,
@@ -313,8 +318,11 @@ class ChainedSQLiteProcessRecorder(_ChainSealing, SQLiteProcessRecorder):
 
     @contextmanager
     def _locked(self) -> Iterator[Any]:
+        pool = self.datastore.pool
+        timeout = pool.lock_timeout or SQLITE3_DEFAULT_LOCK_TIMEOUT
         with self.datastore.get_connection(commit=True) as conn, \
-                _ImmediateTransaction(conn, commit=True) as cursor, cursor:
+                _ImmediateTransaction(conn, database=pool.db_name, timeout=timeout) as cursor, \
+                cursor:
             yield cursor
 
     def _can_hold_lock(self) -> bool:
@@ -382,17 +390,60 @@ class ChainedSQLiteProcessRecorder(_ChainSealing, SQLiteProcessRecorder):
 
 class _ImmediateTransaction(SQLiteTransaction):
     """eventsourcing's SQLite transaction (rolls back on error, translates sqlite3 errors),
-    begun with BEGIN IMMEDIATE: it takes the write lock at once, waiting for it up to the
-    store's lock timeout, rather than at its first write."""
+    begun with BEGIN IMMEDIATE: it takes the write lock at once rather than at its first write.
+
+    SQLite's busy handler retries a locked database at growing intervals (up to 100 ms), so a
+    writer that commits and begins again at once would keep the lock from one that waits:
+    here the waiter polls every `POLL` seconds, up to `timeout`, and a writer that has just
+    committed lets `COURTESY` seconds pass before it begins again."""
+
+    POLL = 0.001
+    COURTESY = 0.005
+    released: ClassVar[dict[str, float]] = {}
+    """When this process last committed a locked transaction, per database."""
+
+    def __init__(self, connection: SQLiteConnection, *, database: str, timeout: float) -> None:
+        super().__init__(connection, commit=True)
+        self.database, self.timeout = database, timeout
 
     def __enter__(self) -> SQLiteCursor:
+        pause = self.COURTESY - (time.monotonic() - self.released.get(self.database, 0.0))
+        if pause > 0:
+            time.sleep(pause)
         cursor = self.connection.cursor()
+        deadline = time.monotonic() + self.timeout
         try:
-            cursor.execute("BEGIN IMMEDIATE")
+            cursor.execute("PRAGMA busy_timeout = 0")
+            while True:
+                try:
+                    cursor.execute("BEGIN IMMEDIATE")
+                    break
+                except sqlite3.OperationalError as error:
+                    if error.sqlite_errorcode != sqlite3.SQLITE_BUSY or \
+                            time.monotonic() >= deadline:
+                        raise
+                    time.sleep(self.POLL)
         except sqlite3.OperationalError as error:
             cursor.sqlite_cursor.close()
             raise OperationalError(error) from error
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                cursor.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
         return cursor
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            super().__exit__(*exc)
+        finally:
+            self.released[self.database] = time.monotonic()
+
+
+_PSYCOPG_ERRORS = [
+    (getattr(psycopg, name), getattr(persistence, name))
+    for name in ("InterfaceError", "DataError", "OperationalError", "IntegrityError",
+                 "InternalError", "ProgrammingError", "NotSupportedError", "DatabaseError")
+] + [(psycopg.Error, persistence.PersistenceError)]
+"""psycopg's errors and eventsourcing's, most specific first, as eventsourcing maps them."""
 
 
 class ChainedPostgresProcessRecorder(_ChainSealing, PostgresProcessRecorder):
@@ -416,6 +467,34 @@ class ChainedPostgresProcessRecorder(_ChainSealing, PostgresProcessRecorder):
         self._chain = Identifier(self.chain_table_name)
         self._events = Identifier(events_table_name)
         self.sql_create_statements.append(self._chain_statement())
+        self._held = threading.local()
+        self._pooled = datastore.get_connection
+        datastore.get_connection = self._connection
+
+    @contextmanager
+    def _connection(self) -> Iterator[Any]:
+        """The datastore's connections, except that within `write_lock` (or `create_table`)
+        this thread gets the connection it holds: what it reads there is read in the locked
+        transaction, and a pool of one connection is enough."""
+        held = getattr(self._held, "conn", None)
+        if held is None:
+            with self._pooled() as conn:
+                yield conn
+            return
+        try:
+            yield held
+        except psycopg.Error as error:  # as the datastore's own connections translate them
+            kind = next(ours for theirs, ours in _PSYCOPG_ERRORS if isinstance(error, theirs))
+            raise kind(str(error)) from error
+
+    @contextmanager
+    def _holding(self) -> Iterator[Any]:
+        with self._pooled() as conn:
+            self._held.conn = conn
+            try:
+                yield conn
+            finally:
+                self._held.conn = None
 
     def _chain_statement(self) -> Composed:
         return SQL(
@@ -425,8 +504,7 @@ class ChainedPostgresProcessRecorder(_ChainSealing, PostgresProcessRecorder):
 
     @contextmanager
     def _locked(self) -> Iterator[Any]:
-        with self.datastore.get_connection() as conn, conn.transaction(), \
-                conn.cursor() as curs:
+        with self._holding() as conn, conn.transaction(), conn.cursor() as curs:
             self._lock_table(curs)
             yield curs
 
@@ -437,7 +515,7 @@ class ChainedPostgresProcessRecorder(_ChainSealing, PostgresProcessRecorder):
         key = int.from_bytes(hashlib.sha256(
             f"interlock create {self.datastore.schema}.{self.events_table_name}".encode()
         ).digest()[:8], "big", signed=True)
-        with self.datastore.get_connection() as conn:
+        with self._holding() as conn:
             conn.execute("SELECT pg_advisory_lock(%s)", [key])
             try:
                 super().create_table()
@@ -679,6 +757,7 @@ def verify_chain(
         (row for row in table.rows(after=start) if until is None or row[0] <= until)
         if table.kept else iter(())
     )
+    unchained: list[int] = []
     for position, event, sealed in _merge(notifications(app, until, after=start), chain_rows):
         digest = None
         if event is not None:
@@ -693,7 +772,7 @@ def verify_chain(
                 report.links[position] = recomputed.hex()
         if sealed is None:
             if event is not None and table.kept:
-                _unchained(report, position)
+                unchained.append(position)
             continue
         chained_digest, link = sealed
         report.chained += 1
@@ -710,6 +789,8 @@ def verify_chain(
                                     "the event's key (aggregate id or version) or its chain row "
                                     "was edited: the link does not follow"))
         previous = link
+    for position in unchained:
+        _unchained(report, position)
     if not table.kept and report.events and isinstance(
         app.recorder, SQLiteApplicationRecorder | PostgresApplicationRecorder
     ):
@@ -718,11 +799,14 @@ def verify_chain(
 
 
 def _unchained(report: ChainReport, position: int) -> None:
-    if position < report.head_position or report.chained == 0:
-        problem = "inserted" if report.chained else "unchained"
-        detail = ("an event the chain does not know sits between chained positions"
-                  if report.chained else "not sealed: stored before this store kept a hash "
-                  "chain, or its chain was emptied (writers refuse until `interlock seal`)")
+    """Names an event without a link, once the walk knows where the chain's head is."""
+    if position < report.head_position:
+        problem, detail = "inserted", ("an event the chain does not know sits between chained "
+                                       "positions")
+    elif report.head_position == 0:
+        problem, detail = "unchained", ("not sealed: stored before this store kept a hash "
+                                        "chain, or its chain was emptied (writers refuse until "
+                                        "`interlock seal`)")
     else:
         problem, detail = "unchained", ("stored after the chain's head without a link "
                                         "(writers refuse until `interlock seal`)")

@@ -271,6 +271,27 @@ def test_a_deeper_edit_is_still_named_after_later_writes(
     assert code == 1 and data["chain"]["first_problem"]["position"] == named
 
 
+@pytest.mark.postgres
+def test_a_forged_event_in_a_gap_is_named_inserted(fresh_postgres_db: str) -> None:
+    """PostgreSQL positions have gaps (a rolled-back insert keeps its sequence values); an
+    event forged into one sits below the head, where no writer looks, and verify names it."""
+    engine = open_engine(fresh_postgres_db, catch_up=False)
+    recorder = engine.app.recorder
+    store = Store(fresh_postgres_db, "postgres", recorder.events_table_name,
+                  recorder.chain_table_name)
+    engine.app.apply_all(parsed(SETUP))
+    (gap,) = store.sql("SELECT nextval(pg_get_serial_sequence('{events}', 'notification_id'))")[0]
+    engine.app.apply_all(parsed(employee("u-1", "DE")))
+    engine.close()
+    store.sql("INSERT INTO {events} (originator_id, originator_version, topic, state, {id}) "
+              "SELECT originator_id, originator_version + 1, topic, state, ? FROM {events} "
+              "WHERE {id} = 1", gap)
+    code, data = verify(store)
+    assert code == 1
+    assert data["chain"]["first_problem"]["position"] == gap
+    assert data["chain"]["first_problem"]["problem"] == "inserted"
+
+
 def test_a_rewritten_chain_is_caught_only_by_a_head_kept_outside(store: Store) -> None:
     """The attacker who recomputes every link passes verify alone; a head kept from an
     earlier verify (--expect-head P:LINK) does not hold any more."""
