@@ -97,12 +97,15 @@ def _originator_bytes(originator_id: UUID | str) -> bytes:
 
 
 def event_digest(topic: str, state: bytes) -> bytes:
-    """The digest of one stored event's topic and state, length-framed."""
-    topic_bytes = topic.encode()
+    """The digest of one stored event's topic and state, length-framed. A value of another type
+    than the writer stores (SQLite keeps whatever a row is given: text for a blob, a number for
+    a topic) is hashed as its repr, so it is reported as altered rather than failing the walk."""
+    topic_bytes = topic.encode() if isinstance(topic, str) else repr(topic).encode()
     hashing = hashlib.sha256()
     hashing.update(len(topic_bytes).to_bytes(4, "big"))
     hashing.update(topic_bytes)
-    hashing.update(bytes(state))
+    hashing.update(bytes(state) if isinstance(state, bytes | bytearray | memoryview)
+                   else repr(state).encode())
     return hashing.digest()
 
 
@@ -262,11 +265,13 @@ class _ChainSealing:
         """Holds the store's write lock in one transaction from here to the end of the block,
         which this thread's writes join: committed at the end, rolled back on an error. Within
         it, what the caller reads (aggregates, the clock) cannot be overtaken by another writer
-        before the commit."""
+        before the commit. A log that a writer would refuse to chain onto (`_verified_head`)
+        is refused here already."""
         if self._session_cursor() is not None or not self._can_hold_lock():
             yield
             return
         with self._locked() as cursor:
+            self._verified_head(cursor, None)  # refused before the caller reads anything
             self._session.cursor = cursor
             try:
                 yield
@@ -381,7 +386,7 @@ class ChainedSQLiteProcessRecorder(_ChainSealing, SQLiteProcessRecorder):
                   f"FROM {self.events_table_name} WHERE rowid > ? AND rowid < ? "
                   "ORDER BY rowid LIMIT ?",
                   (after, 2**63 - 1 if before is None else before, limit))
-        return [(r[0], r[1], r[2], r[3], bytes(r[4])) for r in c.fetchall()]
+        return [(r[0], r[1], r[2], r[3], r[4]) for r in c.fetchall()]
 
     def _insert_links(self, c: Any, rows: Sequence[tuple[int, bytes, bytes]]) -> None:
         if rows:
@@ -749,6 +754,7 @@ def verify_chain(
         report.links[0] = GENESIS.hex()
     if since is not None and start:
         report.head_position, report.head_link = start, previous.hex()
+        report.last_position, report.last_link = start, previous.hex()
         if table.link_at(start) != previous:
             report.add(ChainProblem(start, "altered",
                                     "the chain no longer holds the link a checkpoint signed at "

@@ -182,8 +182,19 @@ def _position_with(store: Store, needle: bytes) -> int:
     return next(position for position, state in rows if needle in bytes(state))
 
 
+def retype_head_state(store: Store) -> int:
+    """The head's bytes unchanged, stored as text (SQLite keeps what it is given; PostgreSQL
+    casts it back to bytea, so there the head is altered by a byte instead)."""
+    head = store.head()
+    if store.kind == "sqlite":
+        store.sql("UPDATE {events} SET state = CAST(state AS TEXT) WHERE {id} = ?", head)
+    else:
+        store.edit(head, b"passport-kyc", b"passport-kyd")
+    return head
+
+
 REFUSED = [insert_after_head, edit_and_drop_chain, empty_chain, truncate_chain_tail,
-           edit_head_event, edit_head_key, edit_head_link, delete_head_event]
+           edit_head_event, edit_head_key, edit_head_link, delete_head_event, retype_head_state]
 
 
 @pytest.mark.parametrize("attack", REFUSED, ids=lambda attack: attack.__name__)
@@ -269,6 +280,22 @@ def test_a_deeper_edit_is_still_named_after_later_writes(
     writer.close()
     code, data = verify(store)
     assert code == 1 and data["chain"]["first_problem"]["position"] == named
+
+
+@pytest.mark.parametrize("column", ["state", "topic"])
+def test_a_value_of_another_type_is_named_not_a_crash(tmp_path: Path, column: str) -> None:
+    """SQLite keeps what a row is given: the same bytes as text, a topic as a number. verify
+    names the position (the event is altered), it does not fail on the value."""
+    url = f"sqlite:///{tmp_path}/store.db"
+    engine = open_engine(url, catch_up=False)
+    engine.app.apply_all(parsed(SETUP + employee("u-1", "DE")))
+    engine.close()
+    store = Store(url, "sqlite", "stored_events", "stored_events_chain")
+    cast = "CAST(state AS TEXT)" if column == "state" else "42"
+    store.sql(f"UPDATE {{events}} SET {column} = {cast} WHERE {{id}} = 2")
+    result = runner.invoke(app, ["verify", "--json", "--no-decisions", "--store", url])
+    assert result.exit_code == 1
+    assert json.loads(result.stdout)["chain"]["first_problem"]["position"] == 2
 
 
 @pytest.mark.postgres

@@ -57,8 +57,10 @@ def test_checkpoints_accumulate_and_hold(demo_copy: Path, keys: tuple[str, str],
     engine.close()
     assert checkpoint(store, key, "--out", str(anchors)).exit_code == 0
     assert checkpoint(store, key, "--out", str(anchors)).exit_code == 0, "nothing new: re-signed"
-    lines = anchors.read_text().splitlines()
-    assert len(lines) == 3 and Checkpoint.model_validate_json(lines[1]).position > signed.position
+    lines = [Checkpoint.model_validate_json(line) for line in anchors.read_text().splitlines()]
+    assert len(lines) == 3 and lines[1].position > signed.position
+    assert (lines[2].position, lines[2].link) == (lines[1].position, lines[1].link)
+    assert lines[2].time > lines[1].time
     code, data, _ = verify(store, anchors, public)
     assert code == 0 and data["checkpoints"]["ok"] and data["checkpoints"]["checked"] == 3
     assert data["checkpoints"]["latest"]["position"] == data["chain"]["head"]["position"]
