@@ -8,10 +8,10 @@ application is given (see `interlock.config`); nothing here knows which.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
@@ -61,6 +61,14 @@ def system_clock() -> datetime:
     return datetime.now(UTC)
 
 
+@runtime_checkable
+class WriteLocking(Protocol):
+    """A recorder that can hold the store's write lock across a unit of work, in the one
+    transaction its writes then join (the SQLite and PostgreSQL recorders of the shell)."""
+
+    def write_lock(self) -> AbstractContextManager[None]: ...
+
+
 @dataclass(frozen=True)
 class Applied:
     """How many commands a batch applied, how many it skipped as repeats of an applied
@@ -98,6 +106,12 @@ class Interlock(Application[UUID]):
         """The position of the last stored event, 0 for an empty store."""
         return self.recorder.max_notification_id() or 0
 
+    def last_recorded_at(self) -> datetime | None:
+        """The recorded time of the last stored event (None for an empty store)."""
+        last = self.position
+        found = self.recorder.select_notifications(start=last, limit=1) if last else []
+        return self.mapper.to_domain_event(found[0]).timestamp if found else None
+
     def apply(self, command: Command) -> Applied:
         """Applies one command in its own transaction."""
         with self.batch() as batch:
@@ -127,6 +141,12 @@ class CommandBatch:
 
     A command either triggers all of its events or, refused, none of them; the events of the
     commands before it are kept either way.
+
+    Each transaction (up to `flush_every` commands) holds the store's write lock from before
+    its first command reads an aggregate or the clock until its commit: recorded times are
+    stamped under the lock, so they increase with position and no event is committed after the
+    time it is recorded at; and no other writer can store an event on an aggregate between
+    this batch's read of it and its write (the second writer waits, then reads afresh).
     """
 
     def __init__(self, app: Interlock, flush_every: int) -> None:
@@ -139,6 +159,8 @@ class CommandBatch:
         self._applied = 0
         self._repeated = 0
         self._position = app.position
+        self._lock: ExitStack | None = None
+        self._last_recorded: datetime | None = None
 
     @property
     def result(self) -> Applied:
@@ -147,11 +169,12 @@ class CommandBatch:
     def apply(self, command: Command) -> bool:
         """Applies one command; False when its `command_id` was applied before with this same
         command. CommandConflict when that id was applied with a different one."""
+        self._hold_write_lock()
         digest = None if command.command_id is None else command_digest(command)
         if digest is not None and self._repeats(command, digest):
             self._repeated += 1
             return False
-        now = self._app.clock()
+        now = self._stamp()
         changed = _HANDLERS[type(command)](self, command, now)
         if digest is not None:
             receipt = CommandReceipt.receive(command.command_id, command.type, digest, now)
@@ -184,13 +207,37 @@ class CommandBatch:
         self._tracking = tracking
 
     def flush(self) -> None:
-        if self._events or self._tracking is not None:
-            recordings = self._app.events.put(self._events, tracking=self._tracking)
-            if recordings:
-                self._position = recordings[-1].notification.id
-            self._events = []
-            self._tracking = None
+        """Stores the pending events and tracking in the held transaction and commits it."""
+        events, tracking, lock = self._events, self._tracking, self._lock or ExitStack()
+        self._events, self._tracking, self._lock = [], None, None
         self._pending_commands = 0
+        with lock:
+            recordings = (self._app.events.put(events, tracking=tracking)
+                          if events or tracking is not None else [])
+        if recordings:
+            self._position = recordings[-1].notification.id
+
+    def _hold_write_lock(self) -> None:
+        """Takes the store's write lock for the next transaction, before its first read; the
+        working set is read afresh under it (another writer may have changed it since)."""
+        if self._lock is not None:
+            return
+        lock = ExitStack()
+        recorder = self._app.recorder
+        if isinstance(recorder, WriteLocking):
+            lock.enter_context(recorder.write_lock())
+        self._lock = lock
+        self._working.clear()
+        self._last_recorded = self._app.last_recorded_at()
+
+    def _stamp(self) -> datetime:
+        """The recorded time of the next command: the clock, but never before the last stored
+        event's (a clock stepped back, or another writer's clock ahead)."""
+        now = self._app.clock()
+        if self._last_recorded is not None and now < self._last_recorded:
+            now = self._last_recorded
+        self._last_recorded = now
+        return now
 
     def _get(self, key: UUID) -> Any:
         if key not in self._working:

@@ -54,6 +54,31 @@ def test_an_honest_store_verifies(demo_copy: Path) -> None:
     assert code == 1 and data["head_matches"] is False
 
 
+def test_a_head_kept_earlier_still_holds_after_later_events(demo_copy: Path) -> None:
+    """--expect-head P:LINK compares with the link recomputed at P, not with today's head."""
+    _, earlier, _ = verify(demo_copy)
+    kept = earlier["chain"]["head"]
+    engine = open_engine(f"sqlite:///{demo_copy}", catch_up=False)
+    from domain.commands import parse_command
+
+    engine.app.apply(parse_command(nationality("u-late", ["DE"])))
+    engine.close()
+    code, data, _ = verify(demo_copy, "--expect-head", f"{kept['position']}:{kept['link']}")
+    assert code == 0 and data["head_matches"] is True and data["head_problem"] is None
+    assert data["chain"]["head"]["position"] > kept["position"]
+    code, data, stderr = verify(demo_copy, "--expect-head", kept["link"])
+    assert code == 1 and data["head_matches"] is False, "a bare link is today's head"
+    code, data, stderr = verify(demo_copy, "--expect-head", f"{kept['position']}:{'0' * 64}")
+    assert code == 1 and "was rewritten" in data["head_problem"] and "--expect-head" in stderr
+    beyond = data["chain"]["head"]["position"] + 5
+    code, data, _ = verify(demo_copy, "--expect-head", f"{beyond}:{kept['link']}")
+    assert code == 1 and f"no event at position {beyond}" in data["head_problem"]
+    for malformed in ("12:abc", "x:" + "0" * 64, "0" * 63):
+        result = runner.invoke(app, ["verify", "--expect-head", malformed,
+                                     "--store", f"sqlite:///{demo_copy}"])
+        assert result.exit_code == 2 and "--expect-head" in result.stderr
+
+
 def test_an_edited_byte_is_named(demo_copy: Path) -> None:
     position = first_with(demo_copy, b"passport-kyc")
     (state,) = rows(demo_copy, "SELECT state FROM stored_events WHERE rowid = ?", position)[0]
@@ -112,9 +137,12 @@ def test_an_edited_chain_row_is_named(demo_copy: Path) -> None:
     assert data["chain"]["first_problem"]["position"] in (30, 31)
 
 
-def test_a_store_without_a_chain_is_sealed_by_its_next_write(tmp_path: Path,
-                                                             monkeypatch: Any) -> None:
-    """Events written before the chain existed are linked by the next chained write."""
+def test_a_store_without_a_chain_is_sealed_by_the_operator_not_by_a_write(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """Events written before the chain existed look exactly like events whose chain was
+    dropped: the next chained write refuses them, naming the first; `interlock seal` is the
+    operator's explicit act that links them, after which writes go on."""
     store = f"sqlite:///{tmp_path / 'legacy.db'}"
     monkeypatch.setenv("PROCESS_RECORDER_TOPIC", "eventsourcing.sqlite:SQLiteProcessRecorder")
     import interlock.config as config
@@ -131,6 +159,13 @@ def test_a_store_without_a_chain_is_sealed_by_its_next_write(tmp_path: Path,
     monkeypatch.undo()
     chained = open_engine(store)
     assert isinstance(chained.app.recorder, audit.ChainedSQLiteProcessRecorder)
+    with pytest.raises(audit.ChainRefused) as refused:
+        chained.app.apply(parse_command(grant("e-1", subject="u-1")))
+    assert (refused.value.position, refused.value.problem) == (1, "unchained")
+    assert chained.app.position == 3
+    sealed = runner.invoke(app, ["seal", "--json", "--store", store])
+    assert sealed.exit_code == 0 and json.loads(sealed.stdout) == {"sealed": 3, "from": 1,
+                                                                    "to": 3}
     chained.app.apply(parse_command(grant("e-1", subject="u-1")))
     chained.close()
     code, data, _ = verify(tmp_path / "legacy.db")

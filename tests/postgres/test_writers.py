@@ -106,3 +106,17 @@ def test_two_writer_processes_keep_one_consistent_order(
         assert {s: f.position for s, f in index.facts.subjects.items()} == positions
     finally:
         reader.close()
+
+
+def test_a_writer_with_a_pool_of_one_connection(fresh_postgres_db: str) -> None:
+    """A write transaction holds the table lock while it reads its aggregates: it reads them
+    on the connection it holds, so one connection is enough (no wait for a second)."""
+    from projections.audit import verify_chain
+
+    engine = open_engine(f"{fresh_postgres_db}?pool_size=1&max_overflow=0", catch_up=False)
+    try:
+        engine.app.apply_all(parsed(SETUP))
+        engine.app.apply_all(parsed([{**SETUP[2], "entitlement": "e-2"}]))
+        assert engine.app.position == 4 and verify_chain(engine.app).ok
+    finally:
+        engine.close()
