@@ -62,6 +62,8 @@ def _from_json(name: str, field: str, text: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as error:
         raise CodecError(f"{name}.{field}: not a JSON document: {error.msg}") from None
+    except RecursionError:
+        raise CodecError(f"{name}.{field}: JSON nested too deep to read") from None
 
 
 def command_to_record(command: Command) -> tuple[str, dict[str, Any]]:
@@ -117,7 +119,10 @@ def event_from_record(name: str, record: dict[str, Any]) -> DomainEvent:
     if issubclass(cls, CanInitAggregate):
         aggregate = _AGGREGATES[cls.__qualname__.split(".")[0]]
         data["originator_topic"] = get_topic(aggregate)
-    return cls(**data)
+    try:
+        return cls(**data)
+    except TypeError as error:
+        raise CodecError(f"{name}: not the fields of {cls.__qualname__}: {error}") from None
 
 
 _AGGREGATES = {cls.__name__: cls for cls in (ModelVersion, Entitlement, Subject, Directive,
