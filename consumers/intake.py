@@ -65,6 +65,8 @@ log = logging.getLogger(__name__)
 
 MAX_ERROR_CHARS = 1_000
 """The `error` header of a dead letter is cut to this many characters."""
+POLL_RECORDS = 2_000
+"""Messages applied per poll, in one store transaction unless one of them fails unexpectedly."""
 
 
 def decode(value: bytes | None) -> Command:
@@ -136,11 +138,9 @@ def dead_letter_source(record: ConsumerRecord, commands: str) -> tuple[int, int]
 class Intake:
     """Applies the commands of every partition of the commands topic, in offset order."""
 
-    def __init__(self, app: Interlock, bootstrap: str, topics: Topics = DEFAULT_TOPICS,
-                 poll_records: int = 2000) -> None:
+    def __init__(self, app: Interlock, bootstrap: str, topics: Topics = DEFAULT_TOPICS) -> None:
         self.app = app
         self.topics = topics
-        self.poll_records = poll_records
         name = topics.name("intake")
         self.consumer = kafka.consumer(bootstrap, name, enable_auto_commit=False, group_id=None)
         self.dlq: KafkaProducer = kafka.producer(bootstrap, name, transactional_id=name)
@@ -156,13 +156,13 @@ class Intake:
         self.consumer.assign(self.partitions)
         self.stored = {p.partition: self._stored_offset(p.partition) for p in self.partitions}
         """Per partition, the offset of the next message to apply, as the store has it."""
-        self.refused = refused_before(bootstrap, topics, self.stored)
+        self.dead_lettered = refused_before(bootstrap, topics, self.stored)
         """Per partition, offsets at or past `stored` that are in the DLQ already."""
         for partition in self.partitions:
             self.consumer.seek(partition, self.stored[partition.partition])
         self.applied = 0
         self.repeated = 0
-        self.rejected = 0
+        self.refused = 0
         self._stop = threading.Event()
 
     def _tracking_name(self, partition: int) -> str:
@@ -174,7 +174,7 @@ class Intake:
     def poll(self, timeout_ms: int = 500) -> int:
         """Consumes what has arrived; returns how many messages were handled."""
         handled = 0
-        polled = self.consumer.poll(timeout_ms, max_records=self.poll_records)
+        polled = self.consumer.poll(timeout_ms, max_records=POLL_RECORDS)
         for partition, records in polled.items():
             backoff = Backoff()
             while (fault := self._handle(partition.partition, records, resync=backoff.tried)):
@@ -213,7 +213,7 @@ class Intake:
         for record in records:
             consumed += 1
             batch.track(Tracking(self._tracking_name(partition), record.offset + 1))
-            if record.offset in self.refused[partition]:
+            if record.offset in self.dead_lettered[partition]:
                 continue
             try:
                 command = decode(record.value)
@@ -235,8 +235,8 @@ class Intake:
         self._dead_letter(partition, refusals)
         batch.flush()
         self.stored[partition] = records[consumed - 1].offset + 1
-        self.refused[partition] = {o for o in self.refused[partition]
-                                   if o >= self.stored[partition]}
+        self.dead_lettered[partition] = {o for o in self.dead_lettered[partition]
+                                         if o >= self.stored[partition]}
         self.applied += applied
         self.repeated += repeated
         return consumed
@@ -256,10 +256,10 @@ class Intake:
             raise
         for refusal in refusals:
             record = refusal.record
-            self.refused[partition].add(record.offset)
+            self.dead_lettered[partition].add(record.offset)
             log.warning("interlock intake: refused %s[%s]@%s: %s", record.topic,
                         record.partition, record.offset, reason(refusal.error))
-        self.rejected += len(refusals)
+        self.refused += len(refusals)
 
     def run(self, stop: threading.Event) -> None:
         self._stop = stop

@@ -339,11 +339,12 @@ def run_until_signalled(name: str, process: Any, progress: Any) -> None:
 @contextmanager
 def kafka_process(name: str) -> Iterator[None]:
     """Reports why a Kafka process cannot go on in one line on stderr, exit 1: a broker that
-    does not answer, a producer fenced by a newer instance, an event the relay cannot publish.
-    Run under a supervisor that restarts them: each resumes where it stopped."""
+    does not answer, a producer fenced by a newer instance, an event the relay cannot publish, a
+    store unreachable at start. Run them under a supervisor that restarts them: each resumes
+    where it stopped."""
     from kafka.errors import KafkaError
 
-    from consumers.kafka import KafkaProcessError
+    from consumers.kafka import STORE_FAULTS, KafkaProcessError
 
     try:
         yield
@@ -351,6 +352,8 @@ def kafka_process(name: str) -> Iterator[None]:
         raise fail(f"interlock {name}: {error}", 1) from None
     except KafkaError as error:
         raise fail(f"interlock {name}: Kafka: {type(error).__name__}: {error}", 1) from None
+    except STORE_FAULTS as error:
+        raise fail(f"interlock {name}: store unavailable: {error}", 1) from None
 
 
 def kafka_for(kafka: str | None, prefix: str) -> tuple[str, Any]:
@@ -380,7 +383,7 @@ def intake(
             process = Intake(engine.app, bootstrap, topics)
             run_until_signalled("intake", process, lambda: (
                 f"applied {process.applied}, repeated {process.repeated}, "
-                f"refused {process.rejected}"
+                f"refused {process.refused}"
             ))
 
 
