@@ -487,11 +487,20 @@ def test_fuzz_intake_killed_at_random_applies_each_valid_command_once(
 
     offsets: list[int] = []
     deployment.start("intake")
+    started_at = 0
+    """Where the running intake's stderr begins in the file every run appends to."""
     for number, wave in enumerate(waves):
         offsets += produce(deployment.bootstrap, deployment.topics.commands, wave)
         if number < len(waves) - 1:
-            time.sleep(rng.uniform(0.0, 2.5))
+            if rng.random() < 0.7:
+                # while it works through the wave rather than while it starts
+                wait_until(lambda at=started_at: "running (" in deployment.stderr("intake")[at:],
+                           f"intake to start ({seed})", alive=lambda: deployment.alive("intake"))
+                time.sleep(rng.uniform(0.0, 0.4))
+            else:
+                time.sleep(rng.uniform(0.0, 1.5))
             deployment.kill("intake")
+            started_at = len(deployment.stderr("intake"))
             deployment.start("intake")
     assert offsets == list(range(FUZZ_MESSAGES))
     wait_until(lambda: stored_offset(deployment.store, deployment.topics) == FUZZ_MESSAGES,
