@@ -118,14 +118,14 @@ def admin(bootstrap: str, topics: Topics) -> KafkaAdminClient:
     return _reaching(bootstrap, KafkaAdminClient, **_bounded(bootstrap, topics.name("admin")))
 
 
-def ensure_topics(bootstrap: str, topics: Topics) -> dict[str, int]:
-    """Creates the topics that do not exist yet (with `max.message.bytes` =
-    KAFKA_MAX_MESSAGE_BYTES); returns every topic's partition count as the broker has it."""
+def ensure_topics(bootstrap: str, topics: Topics) -> None:
+    """Creates the topics that do not exist yet, with `max.message.bytes` =
+    KAFKA_MAX_MESSAGE_BYTES. Existing ones are left as they are (see Intake on a commands
+    topic with several partitions, Relay on a smaller `max.message.bytes`)."""
     client = admin(bootstrap, topics)
     try:
         wanted = topics.partitions()
-        existing = {t["name"]: len(t["partitions"]) for t in client.describe_topics()
-                    if t["name"] in wanted}
+        existing = {t["name"] for t in client.describe_topics()}
         missing = {
             name: {"num_partitions": count, "replication_factor": 1,
                    "configs": {"max.message.bytes": str(KAFKA_MAX_MESSAGE_BYTES)}}
@@ -134,7 +134,6 @@ def ensure_topics(bootstrap: str, topics: Topics) -> dict[str, int]:
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):
                 client.create_topics(missing, wait_for_metadata=True)
-        return {name: existing.get(name, count) for name, count in wanted.items()}
     finally:
         client.close()
 
