@@ -170,9 +170,7 @@ def wait_until_enforcer_caught_up(bootstrap: str, topics, events: int) -> None:
     end of `interlock.events` (a transaction marker follows the last record)."""
     from kafka import KafkaConsumer, TopicPartition
 
-    from consumers.enforcer import GROUP
-
-    watcher = KafkaConsumer(bootstrap_servers=bootstrap, group_id=GROUP,
+    watcher = KafkaConsumer(bootstrap_servers=bootstrap, group_id=topics.name("enforcer"),
                             enable_auto_commit=False)
     partition = TopicPartition(topics.events, 0)
     deadline = time.perf_counter() + 1800

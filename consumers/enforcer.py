@@ -6,6 +6,8 @@ past the last one it enforced, publishes one `access_revoked` / `access_restored
 new decision holds; `first` on an access_restored: a first grant, not a restoration). Records
 and the consumed offset are committed in one Kafka transaction (consume-transform-produce), so
 a crash neither loses nor repeats a revocation; readers use `isolation_level=read_committed`.
+Its consumer group is `<prefix>interlock-enforcer` and its transactional id
+`<prefix>interlock-enforcer-producer`.
 """
 
 from __future__ import annotations
@@ -13,16 +15,16 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
+from kafka import OffsetAndMetadata, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
 
-from consumers.kafka import DEFAULT_TOPICS, Topics, header, headers
+from consumers import kafka
+from consumers.kafka import DEFAULT_TOPICS, KafkaProcessError, Topics, header, headers
 from domain.application import Clock, system_clock
 from projections.access_index import AccessIndex
 from projections.enforcement import AccessChange, Enforcer
 from schemas.codec import encode
 from schemas.records import decode_event
-
-GROUP = "interlock-enforcer"
 
 
 def change_record(change: AccessChange) -> dict[str, Any]:
@@ -50,14 +52,13 @@ class EnforcerProcess:
 
     def __init__(
         self, bootstrap: str, topics: Topics = DEFAULT_TOPICS, clock: Clock = system_clock,
-        group: str = GROUP,
     ) -> None:
         self.topics = topics
-        self.group = group
+        self.group = topics.name("enforcer")
         self.enforcer = Enforcer(AccessIndex(), clock)
-        self.consumer = KafkaConsumer(
-            bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
-            isolation_level="read_committed", client_id="interlock-enforcer",
+        self.consumer = kafka.consumer(
+            bootstrap, self.group, group_id=self.group, enable_auto_commit=False,
+            isolation_level="read_committed",
         )
         self.partition = TopicPartition(topics.events, 0)
         self.consumer.assign([self.partition])
@@ -65,9 +66,9 @@ class EnforcerProcess:
         self.enforced_offset = committed or 0
         """Events before this offset were enforced by an earlier run: replayed silently."""
         self.consumer.seek_to_beginning(self.partition)
-        self.producer = KafkaProducer(
-            bootstrap_servers=bootstrap, transactional_id=f"{group}-producer",
-            client_id="interlock-enforcer", linger_ms=5, batch_size=256 * 1024,
+        self.producer = kafka.producer(
+            bootstrap, self.group, transactional_id=f"{self.group}-producer", linger_ms=5,
+            batch_size=256 * 1024,
         )
         self.producer.init_transactions()
         self.published = 0
@@ -87,7 +88,7 @@ class EnforcerProcess:
             live = live or emit
             if position <= self.enforcer.index.position:
                 continue
-            changes += self.enforcer.apply(decode_event(record.value), position, emit=emit)
+            changes += self.enforcer.apply(event_of(record, position), position, emit=emit)
         if live or not records:
             changes += self.enforcer.tick()
         if records and live:
@@ -123,4 +124,14 @@ class EnforcerProcess:
 
     def close(self) -> None:
         self.consumer.close()
-        self.producer.close()
+        self.producer.close(timeout=kafka.CLOSE_TIMEOUT_S)
+
+
+def event_of(record: ConsumerRecord, position: int) -> Any:
+    """The stored event a record of the events topic carries; one that does not decode stops
+    the enforcer (skipping it would enforce on wrong facts), naming where it is."""
+    try:
+        return decode_event(record.value)
+    except Exception as error:
+        raise KafkaProcessError(f"{record.topic}@{record.offset} (position {position}): "
+                                f"cannot decode the event: {error}") from None

@@ -11,8 +11,9 @@ from __future__ import annotations
 import threading
 import time
 
-from kafka import KafkaConsumer, TopicPartition
+from kafka import TopicPartition
 
+from consumers import kafka
 from consumers.kafka import DEFAULT_TOPICS, Topics, header
 from projections.access_index import AccessIndex
 from projections.gc_pause import gc_paused
@@ -24,9 +25,9 @@ class EventsFollower:
 
     def __init__(self, index: AccessIndex, bootstrap: str, topics: Topics = DEFAULT_TOPICS) -> None:
         self.index = index
-        self.consumer = KafkaConsumer(
-            bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-            isolation_level="read_committed", client_id="interlock-replica",
+        self.consumer = kafka.consumer(
+            bootstrap, topics.name("replica"), group_id=None, enable_auto_commit=False,
+            isolation_level="read_committed",
         )
         self.partition = TopicPartition(topics.events, 0)
         self.consumer.assign([self.partition])

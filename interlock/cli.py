@@ -455,10 +455,31 @@ def run_until_signalled(name: str, process: Any, progress: Any) -> None:
         process.run(stop)
     finally:
         process.close()
-        sys.stderr.write(f"interlock {name}: stopped ({progress()})\n")
+    sys.stderr.write(f"interlock {name}: stopped ({progress()})\n")
+
+
+@contextmanager
+def kafka_process(name: str) -> Iterator[None]:
+    """Reports why a Kafka process cannot go on in one line on stderr, exit 1: a broker that
+    does not answer, a producer fenced by a newer instance, an event the relay cannot publish, a
+    store unreachable at start. Run them under a supervisor that restarts them: each resumes
+    where it stopped."""
+    from kafka.errors import KafkaError
+
+    from consumers.kafka import STORE_FAULTS, KafkaProcessError
+
+    try:
+        yield
+    except KafkaProcessError as error:
+        raise fail(f"interlock {name}: {error}", 1) from None
+    except KafkaError as error:
+        raise fail(f"interlock {name}: Kafka: {type(error).__name__}: {error}", 1) from None
+    except STORE_FAULTS as error:
+        raise fail(f"interlock {name}: store unavailable: {error}", 1) from None
 
 
 def kafka_for(kafka: str | None, prefix: str) -> tuple[str, Any]:
+    """The bootstrap servers and the deployment's topics, created if missing."""
     from consumers.kafka import Topics, bootstrap_servers, ensure_topics
 
     try:
@@ -475,15 +496,17 @@ def intake(
     ctx: typer.Context, kafka: KafkaOption = None, topic_prefix: PrefixOption = "",
     store: StoreOption = None,
 ) -> None:
-    """Apply commands from interlock.commands exactly once; rejects go to the DLQ."""
+    """Apply commands from interlock.commands exactly once; refusals go to the DLQ."""
     from consumers.intake import Intake
 
-    bootstrap, topics = kafka_for(kafka, topic_prefix)
-    with engine_for(ctx, store, catch_up=False, create=True) as engine:
-        process = Intake(engine.app, bootstrap, topics)
-        run_until_signalled("intake", process, lambda: (
-            f"applied {process.applied}, rejected {process.rejected}"
-        ))
+    with kafka_process("intake"):
+        bootstrap, topics = kafka_for(kafka, topic_prefix)
+        with engine_for(ctx, store, catch_up=False, create=True) as engine:
+            process = Intake(engine.app, bootstrap, topics)
+            run_until_signalled("intake", process, lambda: (
+                f"applied {process.applied}, repeated {process.repeated}, "
+                f"refused {process.refused}"
+            ))
 
 
 @app.command()
@@ -494,10 +517,12 @@ def relay(
     """Publish every stored event to interlock.events in position order."""
     from consumers.relay import Relay
 
-    bootstrap, topics = kafka_for(kafka, topic_prefix)
-    with engine_for(ctx, store, catch_up=False, create=True) as engine:
-        process = Relay(engine.app, bootstrap, topics)
-        run_until_signalled("relay", process, lambda: f"published up to {process.position}")
+    with kafka_process("relay"):
+        bootstrap, topics = kafka_for(kafka, topic_prefix)
+        with engine_for(ctx, store, catch_up=False, create=True) as engine:
+            process = Relay(engine.app, bootstrap, topics)
+            run_until_signalled("relay", process,
+                                lambda: f"published up to {process.position}")
 
 
 @app.command()
@@ -505,11 +530,12 @@ def enforce(kafka: KafkaOption = None, topic_prefix: PrefixOption = "") -> None:
     """Follow interlock.events and publish access_revoked / access_restored records."""
     from consumers.enforcer import EnforcerProcess
 
-    bootstrap, topics = kafka_for(kafka, topic_prefix)
-    process = EnforcerProcess(bootstrap, topics)
-    run_until_signalled("enforce", process, lambda: (
-        f"position {process.position}, {process.published} records published"
-    ))
+    with kafka_process("enforce"):
+        bootstrap, topics = kafka_for(kafka, topic_prefix)
+        process = EnforcerProcess(bootstrap, topics)
+        run_until_signalled("enforce", process, lambda: (
+            f"position {process.position}, {process.published} records published"
+        ))
 
 
 @app.command()

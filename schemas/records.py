@@ -127,7 +127,10 @@ def event_from_record(name: str, record: dict[str, Any]) -> DomainEvent:
     if issubclass(cls, CanInitAggregate):
         aggregate = _AGGREGATES[cls.__qualname__.split(".")[0]]
         data["originator_topic"] = get_topic(aggregate)
-    return cls(**data)
+    try:
+        return cls(**data)
+    except TypeError as error:
+        raise CodecError(f"{name}: not the fields of {cls.__qualname__}: {error}") from None
 
 
 _AGGREGATES = {cls.__name__: cls for cls in (ModelVersion, Entitlement, Subject, Directive,
