@@ -32,6 +32,7 @@ from projections.decision_log import (
     Entry,
     Genesis,
     LogQuery,
+    LogReadError,
     MemoryLog,
     Pruned,
     PruneResult,
@@ -51,10 +52,6 @@ READ_IDLE_SECONDS = 30.0
 """A read of the topic gives up when no record arrives for this long before its end."""
 
 (RECORD,) = DECISION_LOG_RECORDS
-
-
-class LogReadError(ValueError):
-    """A record of the log that cannot be read; the message says where."""
 
 
 def entry_to_record(entry: Entry) -> dict[str, Any]:

@@ -1134,12 +1134,15 @@ def report(
     served = None
     if decision_log is not None:
         from interlock.decisions_cli import opened_log
-        from projections.decision_log import exposure
+        from projections.decision_log import LogReadError, exposure
 
         order = data.impact.directive
         with opened_log(decision_log, kafka, topic_prefix) as decisions:
-            served = exposure(decisions, {(r.subject, r.model) for r in data.impact.rows},
-                              order.effective_at, order.position)
+            try:
+                served = exposure(decisions, {(r.subject, r.model) for r in data.impact.rows},
+                                  order.effective_at, order.position)
+            except LogReadError as error:
+                raise fail(f"--decision-log: {error}", 1) from None
     page = render(data, zone, rows, served)
     html.parent.mkdir(parents=True, exist_ok=True)
     html.write_text(page, encoding="utf-8")

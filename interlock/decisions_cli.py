@@ -45,7 +45,7 @@ FromOption = Annotated[
 ]
 ToOption = Annotated[str | None, typer.Option("--to", help="Served before (ISO-8601 with offset).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
-OPTIONS = {"from_": "--from", "to": "--to", "subject": "--subject", "model": "--model",
+OPTIONS = {"from": "--from", "to": "--to", "subject": "--subject", "model": "--model",
            "effect": "--effect", "limit": "--limit"}
 
 
@@ -88,7 +88,8 @@ def log_query(**given: Any) -> LogQuery:
     from projections.decision_log import LogQuery
 
     try:
-        return LogQuery.model_validate({k: v for k, v in given.items() if v is not None})
+        return LogQuery.model_validate({"from" if k == "from_" else k: v
+                                        for k, v in given.items() if v is not None})
     except ValidationError as error:
         problem = command_error_from(error)
         option = OPTIONS.get(problem.field, problem.field)
@@ -126,12 +127,16 @@ def query_command(
 ) -> None:
     """Served decisions, by served time: JSON lines with --json, a table otherwise."""
     from interlock.cli import emit, out
-    from projections.decision_log import query
+    from projections.decision_log import LogReadError, query
 
     asked = log_query(subject=subject, model=model, effect=effect, from_=from_, to=to,
                       limit=limit)
     with opened_log(log, kafka, topic_prefix) as opened:
-        entries, more = query(opened, asked)
+        try:
+            entries, more = query(opened, asked)
+        except LogReadError as error:
+            raise _fail(f"decisions query: {error}; `interlock decisions audit` checks the "
+                        "log", 1) from None
     if as_json:
         for entry in entries:
             emit(entry.to_json())
@@ -178,9 +183,8 @@ def audit_command(
     Each decision is decided again from the store at its as_of, valid time and context. Exits
     1 naming each decision the rule does not give (decision id and both answers) and each
     entry edited or removed."""
-    from consumers.decision_log import LogReadError
     from interlock.cli import emit, engine_for
-    from projections.decision_log import audit
+    from projections.decision_log import LogReadError, audit
 
     window = log_query(from_=from_, to=to)
     with opened_log(log, kafka, topic_prefix) as opened, engine_for(ctx, store) as engine:

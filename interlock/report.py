@@ -200,7 +200,7 @@ exposure window ({window}).</p>
 them</span></div>
 <div class="card"><b>{_n(served.subjects)}</b><span>subjects served those allows</span></div>
 <div class="card"><b>{_n(served.after_enforcement)}</b><span>allows served as of the order or
-later</span></div>
+later (access given back by facts recorded since)</span></div>
 </div>
 <table><thead><tr><th>model</th><th class="num">allows before enforcement</th></tr></thead>
 <tbody>{by_model or "<tr><td colspan='2' class='muted'>none</td></tr>"}</tbody></table>

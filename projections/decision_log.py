@@ -31,6 +31,7 @@ pruned on SQL logs; on Kafka the newest supersedes the others.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 import secrets
 import threading
@@ -71,6 +72,11 @@ def _iso(moment: datetime | None) -> str | None:
     return None if moment is None else moment.astimezone(UTC).isoformat()
 
 
+class LogReadError(ValueError):
+    """An entry of the log that cannot be read back (damaged or tampered); the message says
+    where."""
+
+
 # --------------------------------------------------------------------------- the entry
 
 
@@ -94,8 +100,21 @@ class Served:
         d = self.decision
         return [d.subject, d.model, self.family, micros(d.at),
                 None if self.known_at is None else micros(self.known_at), self.location,
-                self.purpose, d.effect, d.route_to, d.disclosed,
-                [[r.code, r.ref] for r in d.reasons], d.as_of]
+                self.purpose, d.effect, d.route_to, d.disclosed, reason_pairs(d.reasons),
+                d.as_of]
+
+
+_PAIRS: dict[tuple[Reason, ...], list[list[str | None]]] = {}
+
+
+def reason_pairs(reasons: tuple[Reason, ...]) -> list[list[str | None]]:
+    """`[[code, ref], ...]`, built once per distinct reasons (decisions share few of them)."""
+    found = _PAIRS.get(reasons)
+    if found is None:
+        if len(_PAIRS) >= 10_000:
+            _PAIRS.clear()
+        found = _PAIRS[reasons] = [[r.code, r.ref] for r in reasons]
+    return found
 
 
 class Genesis(NamedTuple):
@@ -198,19 +217,15 @@ class DecisionIds:
     drawn once per process and a 48-bit counter, unique without coordination."""
 
     def __init__(self) -> None:
-        prefix = secrets.randbits(74)
-        high = (prefix >> 12) << 16 | 0x8000 | (prefix & 0xFFF)  # 62 + version 8 + 12 bits
-        variant = 0x8000 | (secrets.randbits(14))                 # 10xx: RFC variant
-        text = f"{high:020x}"
-        self._prefix = f"{text[:8]}-{text[8:12]}-{text[12:16]}-{variant:04x}-"
-        self._counter = iter(range(1 << 48))
-        self._lock = threading.Lock()
+        bits = secrets.randbits(60)
+        variant = 0x8000 | secrets.randbits(14)  # 10xx: the RFC's variant
+        self._prefix = (f"{bits >> 28:08x}-{(bits >> 12) & 0xFFFF:04x}-"
+                        f"{0x8000 | (bits & 0xFFF):04x}-{variant:04x}-")
+        self._counter = itertools.count()  # next() on it is atomic: no lock
 
     def take(self, count: int = 1) -> list[str]:
-        prefix = self._prefix
-        with self._lock:
-            numbers = [next(self._counter) for _ in range(count)]
-        return [f"{prefix}{n:012x}" for n in numbers]
+        prefix, counter = self._prefix, self._counter
+        return [f"{prefix}{next(counter) & 0xFFFF_FFFF_FFFF:012x}" for _ in range(count)]
 
 
 class Chain:
@@ -284,7 +299,7 @@ class LogQuery(BaseModel):
     """Which served decisions to list: each filter is optional and they all must hold; served
     time in [from, to). Shared by `decisions query` and `GET /v1/decisions`."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     subject: Identifier | None = None
     model: ModelFilter | None = Field(
@@ -354,12 +369,18 @@ class DecisionLog(Protocol):
 
 def query(log: DecisionLog, asked: LogQuery) -> tuple[list[Entry], bool]:
     """Up to `asked.limit` matching entries, and whether more matched."""
-    found = []
-    for entry in log.select(asked):
-        if len(found) == asked.limit:
-            return found, True
-        found.append(entry)
-    return found, False
+    found: list[Entry] = []
+    entries = log.select(asked)
+    try:
+        for entry in entries:
+            if len(found) == asked.limit:
+                return found, True
+            found.append(entry)
+        return found, False
+    finally:
+        close = getattr(entries, "close", None)
+        if close is not None:  # a database cursor: let it go now, not when collected
+            close()
 
 
 @dataclass
@@ -657,6 +678,8 @@ class LogWriter:
     def submit(self, pending: Sequence[Pending], token: Any = None) -> bool:
         """Queues decisions; False (and counted as dropped) when the queue is full or the
         writer has stopped."""
+        if not pending:
+            raise ValueError("nothing to log")
         with self._ready:
             if self._stopping or (token is None and self._queued + len(pending)
                                   > self._capacity):
@@ -734,7 +757,8 @@ class Exposure:
     first: datetime | None
     last: datetime | None
     after_enforcement: int
-    """Such allows with `as_of` at or after the order's position (0 unless a defect)."""
+    """Allows for those pairs as of the order's position or later: access given back by facts
+    recorded since (a passport, a licence), which `decisions audit` re-proves."""
     served: int
     """Decisions for those pairs served at valid times the order was in force."""
 
@@ -752,7 +776,7 @@ def exposure(log: DecisionLog, pairs: set[tuple[str, str]], effective_at: dateti
     subjects: set[str] = set()
     first = last = None
     after = served = 0
-    for entry in log.select(LogQuery(from_=effective_at)):
+    for entry in log.select(LogQuery.model_validate({"from": effective_at})):
         assert entry.served is not None
         d = entry.served.decision
         if (d.subject, d.model) not in pairs or d.at < effective_at:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import itertools
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from projections.decision_log import (
     Entry,
     Genesis,
     LogQuery,
+    LogReadError,
     Pruned,
     PruneResult,
     Served,
@@ -38,6 +39,7 @@ from projections.decision_log import (
     merged_genesis,
     micros,
     prune_record,
+    reason_pairs,
 )
 
 TABLE = "interlock_decisions"
@@ -56,15 +58,35 @@ def _row(entry: Entry) -> tuple[Any, ...]:
         d = served.decision
         return (*common, d.subject, d.model, served.family, micros(d.at),
                 None if served.known_at is None else micros(served.known_at), served.location,
-                served.purpose, d.effect, d.route_to, d.disclosed,
-                orjson.dumps([[r.code, r.ref] for r in d.reasons]).decode(), d.as_of, None,
-                entry.digest, entry.link)
+                served.purpose, d.effect, d.route_to, d.disclosed, _reasons_text(d.reasons),
+                d.as_of, None, entry.digest, entry.link)
     assert pruned is not None
     return (*common, *(None,) * 12, orjson.dumps(pruned.canonical()).decode(), entry.digest,
             entry.link)
 
 
+_TEXTS: dict[tuple[Reason, ...], str] = {}
+
+
+def _reasons_text(reasons: tuple[Reason, ...]) -> str:
+    """The reasons column, made once per distinct reasons."""
+    found = _TEXTS.get(reasons)
+    if found is None:
+        if len(_TEXTS) >= 10_000:
+            _TEXTS.clear()
+        found = _TEXTS[reasons] = orjson.dumps(reason_pairs(reasons)).decode()
+    return found
+
+
 def _entry(row: Sequence[Any]) -> Entry:
+    try:
+        return _read(row)
+    except (ValueError, TypeError, KeyError, OverflowError) as error:
+        raise LogReadError(f"{TABLE}: the entry at chain {row[0]!r} seq {row[1]!r} cannot be "
+                           f"read: {type(error).__name__}: {error}") from None
+
+
+def _read(row: Sequence[Any]) -> Entry:
     (chain, seq, kind, entry_id, served_at, replica, subject, model, family, at, known_at,
      location, purpose, effect, route_to, disclosed, reasons, as_of, prune, digest,
      link) = row
@@ -115,14 +137,17 @@ class SQLDecisionLog:
             connection.close()
         self._local = threading.local()
 
-    def _rows(self, sql: str, params: Sequence[Any] = ()) -> Iterator[tuple[Any, ...]]:
-        """Rows of a read, fetched a page at a time."""
+    def _rows(self, sql: str, params: Sequence[Any] = (),
+              convert: Callable[[tuple[Any, ...]], Any] = tuple) -> Iterator[Any]:
+        """Rows of a read, fetched a page at a time and converted inside the read, so that a
+        failing conversion still closes the cursor."""
         connection = self._connection()
         cursor = connection.cursor()
         try:
             cursor.execute(sql.replace("?", self.marker), tuple(params))
             while rows := cursor.fetchmany(self.page):
-                yield from (tuple(row) for row in rows)
+                for row in rows:
+                    yield convert(tuple(row))
         finally:
             cursor.close()
 
@@ -151,7 +176,7 @@ class SQLDecisionLog:
             params.append(micros(asked.to))
         sql = (f"SELECT {', '.join(COLUMNS)} FROM {self.table} WHERE {' AND '.join(where)} "
                "ORDER BY served_at, chain, seq")
-        return (_entry(row) for row in self._rows(sql, params))
+        return self._rows(sql, params, _entry)
 
     def chain_ranges(self, start: datetime | None, end: datetime | None
                      ) -> dict[str, tuple[int, int]]:
@@ -169,17 +194,18 @@ class SQLDecisionLog:
     def chain_entries(self, chain: str, low: int, high: int) -> Iterator[Entry]:
         sql = (f"SELECT {', '.join(COLUMNS)} FROM {self.table} WHERE chain = ? AND seq >= ? "
                "AND seq <= ? ORDER BY seq")
-        return (_entry(row) for row in self._rows(sql, (chain, low, high)))
+        return self._rows(sql, (chain, low, high), _entry)
 
     def entry_before(self, chain: str, seq: int) -> Entry | None:
         sql = (f"SELECT {', '.join(COLUMNS)} FROM {self.table} WHERE chain = ? AND seq < ? "
                "ORDER BY seq DESC LIMIT 1")
-        return next((_entry(row) for row in self._rows(sql, (chain, seq))), None)
+        found = list(self._rows(sql, (chain, seq), _entry))
+        return found[0] if found else None
 
     def prunes(self) -> list[Entry]:
         sql = (f"SELECT {', '.join(COLUMNS)} FROM {self.table} WHERE kind = 'prune' "
                "ORDER BY served_at, chain")
-        return [_entry(row) for row in self._rows(sql)]
+        return list(self._rows(sql, (), _entry))
 
     @property
     def table(self) -> str:
@@ -216,9 +242,10 @@ class SQLDecisionLog:
             floor = earlier[chain].seq if chain in earlier else 0
             if last <= floor:
                 continue
-            ((count, link),) = rows(
-                f"SELECT COUNT(*), MAX(CASE WHEN seq = ? THEN link END) FROM {table} "
-                "WHERE chain = ? AND seq > ? AND seq <= ?", (last, chain, floor, last))
+            ((count,),) = rows(f"SELECT COUNT(*) FROM {table} WHERE chain = ? AND seq > ? "
+                               "AND seq <= ?", (chain, floor, last))
+            found = rows(f"SELECT link FROM {table} WHERE chain = ? AND seq = ?", (chain, last))
+            link = found[0][0] if found else None
             if count != last - floor or link is None:
                 skipped[chain] = (f"{last - floor - count} of seqs {floor + 1}-{last} are "
                                   "missing; run `interlock decisions audit`")
@@ -332,14 +359,16 @@ class PostgresDecisionLog(SQLDecisionLog):
 
         return psycopg.connect(self.conninfo, autocommit=True)
 
-    def _rows(self, sql: str, params: Sequence[Any] = ()) -> Iterator[tuple[Any, ...]]:
+    def _rows(self, sql: str, params: Sequence[Any] = (),
+              convert: Callable[[tuple[Any, ...]], Any] = tuple) -> Iterator[Any]:
         """Rows of a read, streamed from a server-side cursor a page at a time."""
         connection = self._connection()
         with connection.transaction(), connection.cursor(
                 name=f"decision_log_{next(self._cursors)}") as cursor:
             cursor.itersize = self.page
             cursor.execute(sql.replace("?", self.marker), tuple(params))
-            yield from (tuple(row) for row in cursor)
+            for row in cursor:
+                yield convert(tuple(row))
 
     def append(self, entries: Sequence[Entry]) -> None:
         connection = self._connection()

@@ -46,7 +46,15 @@ from interlock.http.models import (
     _Body,
 )
 from interlock.http.settings import ServeSettings
-from projections.decision_log import Chain, DecisionIds, LogQuery, LogWriter, Pending, query
+from projections.decision_log import (
+    Chain,
+    DecisionIds,
+    LogQuery,
+    LogReadError,
+    LogWriter,
+    Pending,
+    query,
+)
 
 DECISION_ID_HEADER = "X-Interlock-Decision-Id"
 PRUNE_EVERY_AT_MOST = timedelta(hours=1)
@@ -152,6 +160,8 @@ class ServedLog:
                      ) -> list[str] | None:
         """Logs served decisions and returns their ids; None (strict) when the log could not
         store them, so they must not be answered."""
+        if not decisions:
+            return []
         ids = self._ids.take(len(decisions))
         served = time.time_ns() // 1000
         pending: list[Pending] = [
@@ -217,6 +227,8 @@ def decisions_router(service: Any, dependencies: Sequence[Depends]) -> APIRouter
             403: {"model": ErrorOut, "description": "The token lacks the role this route needs."},
             404: {"model": ErrorOut, "description": "This server keeps no decision log."},
             422: {"model": ErrorOut, "description": "A filter is malformed; `field` names it."},
+            503: {"model": ErrorOut, "description": "The log cannot be read now, or holds an "
+                  "entry that cannot be read back (damaged or edited)."},
         },
     )
     def decisions(asked: Annotated[LogQuery, Query()]) -> Response:
@@ -228,7 +240,14 @@ def decisions_router(service: Any, dependencies: Sequence[Depends]) -> APIRouter
             raise HTTPException(404, "this server keeps no decision log (serve "
                                 "--decision-log DEST); read it with `interlock decisions "
                                 "query`")
-        entries, more = query(log.log, asked)
+        try:
+            entries, more = query(log.log, asked)
+        except LogReadError as error:
+            raise HTTPException(503, f"{error}; `interlock decisions audit` checks the "
+                                "log") from None
+        except Exception as error:  # the log's store is down: say so, not 500
+            raise HTTPException(503, "the decision log cannot be read now: "
+                                f"{type(error).__name__}: {error}") from None
         return Response(orjson.dumps({"decisions": [e.to_json() for e in entries],
                                       "more": more}), media_type="application/json")
 
