@@ -485,9 +485,12 @@ def serve(
     auth = (f"{len(configured_tokens)} token(s)" if configured_tokens is not None
             else "OFF (no tokens configured; loopback only)")
     signing = f"required ({len(keys.keys)} officer key(s))" if keys else "not required"
+    logged = (f"; decision log: {settings.decision_log} ({decision_log_mode}"
+              + (f", retention {retention}" if retention else "") + ")"
+              if settings.decision_log else "")
     sys.stderr.write(
         f"interlock serve on http://{host}:{port} ({workers} worker(s)); authentication: "
-        f"{auth}; directive signatures: {signing}; staleness bound {max_lag:g} s\n"
+        f"{auth}; directive signatures: {signing}; staleness bound {max_lag:g} s{logged}\n"
     )
     run(settings, host, port, workers, log_level)
 
