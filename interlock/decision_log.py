@@ -32,7 +32,9 @@ def destination(given: str | None) -> str | None:
 def check_destination(dest: str, kafka: str | None = None) -> None:
     """Refuses a destination that cannot be opened, before anything is served."""
     if dest == "kafka":
-        if not (kafka or os.environ.get("INTERLOCK_KAFKA")):
+        from consumers.kafka import KAFKA_VARIABLE
+
+        if not (kafka or os.environ.get(KAFKA_VARIABLE)):
             raise DecisionLogError("kafka needs --kafka HOST:PORT (or INTERLOCK_KAFKA)")
         return
     if dest == "memory:":

@@ -336,11 +336,8 @@ class LogQuery(BaseModel):
         return self.to is None or entry.served_us < micros(self.to)
 
 
-class DecisionLog(Protocol):
-    """A decision log's store: the SQL tables or the Kafka topic."""
-
-    def append(self, entries: Sequence[Entry]) -> None:
-        """Stores entries durably, all or none."""
+class LogReader(Protocol):
+    """What reading a decision log takes: the SQL tables, or the Kafka topic as read once."""
 
     def select(self, query: LogQuery) -> Iterator[Entry]:
         """Served decisions passing `query`'s filters (not its limit), by served time."""
@@ -358,16 +355,23 @@ class DecisionLog(Protocol):
     def prunes(self) -> list[Entry]:
         """Every prune record kept."""
 
+    def snapshot(self) -> LogReader:
+        """The log to read one audit from: itself, or (Kafka) the topic as read once."""
+
+
+class DecisionLog(LogReader, Protocol):
+    """A decision log's store: the SQL tables or the Kafka topic."""
+
+    def append(self, entries: Sequence[Entry]) -> None:
+        """Stores entries durably, all or none."""
+
     def prune(self, cutoff: datetime, replica: str) -> PruneResult:
         """Removes each chain's prefix served before `cutoff` and records it."""
-
-    def snapshot(self) -> DecisionLog:
-        """The log to read one audit from: itself, or (Kafka) the topic as read once."""
 
     def close(self) -> None: ...
 
 
-def query(log: DecisionLog, asked: LogQuery) -> tuple[list[Entry], bool]:
+def query(log: LogReader, asked: LogQuery) -> tuple[list[Entry], bool]:
     """Up to `asked.limit` matching entries, and whether more matched."""
     found: list[Entry] = []
     entries = log.select(asked)
@@ -385,8 +389,8 @@ def query(log: DecisionLog, asked: LogQuery) -> tuple[list[Entry], bool]:
 
 @dataclass
 class MemoryLog:
-    """A decision log held in memory: what the Kafka log reads the topic into, and a test
-    double. Implements the read side of `DecisionLog` with `LogQuery.matches`."""
+    """A decision log held in memory: what the Kafka log reads the topic into (a `LogReader`
+    filtering with `LogQuery.matches`), and a test double."""
 
     entries: list[Entry] = field(default_factory=list)
 
@@ -546,7 +550,7 @@ def redecide(facts: FactBase, served: Served) -> Verdict | None:
     return judge(facts, d.subject, d.model, d.at, d.as_of, served.context)
 
 
-def audit(log: DecisionLog, facts: FactBase, start: datetime | None = None,
+def audit(log: LogReader, facts: FactBase, start: datetime | None = None,
           end: datetime | None = None) -> LogAudit:
     """Verifies the chains of the decisions served in [start, end) (every chain, whole, when
     no window is given) and re-decides each of them from `facts`."""
@@ -768,7 +772,7 @@ class Exposure:
                 "after_enforcement": self.after_enforcement, "served": self.served}
 
 
-def exposure(log: DecisionLog, pairs: set[tuple[str, str]], effective_at: datetime,
+def exposure(log: LogReader, pairs: set[tuple[str, str]], effective_at: datetime,
              position: int) -> Exposure:
     """The order's exposure from the log: `pairs` are the (subject, model) decisions it changed,
     `position` where it was stored."""

@@ -44,7 +44,7 @@ def family_of(index: AccessIndex):  # type: ignore[no-untyped-def]
     return family
 
 
-class Served:
+class Replica:
     """Serves decisions from an index into a log the way `interlock serve` does: the log's
     own ids, chain and sealing; `served_at` is set by the test."""
 

@@ -20,7 +20,7 @@ from interlock.http.settings import ServeSettings
 from projections.access_index import AccessIndex
 from projections.audit import notifications
 from projections.decision_store import SQLiteDecisionLog
-from tests.decision_log_support import Served
+from tests.decision_log_support import Replica
 from tests.http.http_support import ORDER, SETUP
 
 INTERLOCK = str(Path(sys.executable).with_name("interlock"))
@@ -55,7 +55,7 @@ class Day:
         engine = open_engine(self.store)
         log = SQLiteDecisionLog(str(tmp_path / "decisions.db"))
         try:
-            behind = Served(engine.index, log, replica="replica-2:1")
+            behind = Replica(engine.index, log, replica="replica-2:1")
             now = datetime.now(UTC)
             self.behind = behind.serve(("u-de", "fable-5"), at=now,
                                        as_of=self.position - 1)[0].entry_id
@@ -63,7 +63,7 @@ class Day:
             for notification in notifications(engine.app):
                 if notification.id != self.position:
                     lost.apply(engine.app.mapper.to_domain_event(notification), notification.id)
-            self.lost = Served(lost, log, replica="replica-3:1").serve(
+            self.lost = Replica(lost, log, replica="replica-3:1").serve(
                 ("u-de", "fable-5"), at=now)[0].entry_id
         finally:
             log.close()

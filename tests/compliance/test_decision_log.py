@@ -19,7 +19,7 @@ from projections.decision_store import TABLE, SQLiteDecisionLog
 from tests.decision_log_support import (
     AFTER_ORDER,
     BEFORE_ORDER,
-    Served,
+    Replica,
     days_ago,
     reseal,
     sql,
@@ -51,7 +51,7 @@ def order_position(engine: Engine) -> int:
 
 
 def test_honest_decisions_agree_with_the_rule(engine: Engine, log: SQLiteDecisionLog) -> None:
-    served = Served(engine.index, log)
+    served = Replica(engine.index, log)
     before = order_position(engine) - 1
     served.serve(("u-de", "fable-5"), ("u-us", "fable-5"), ("u-anon", "opus-4.8"))
     served.serve(("u-de", "fable-5"), as_of=before)          # a replica not yet at the order
@@ -66,7 +66,7 @@ def test_honest_decisions_agree_with_the_rule(engine: Engine, log: SQLiteDecisio
 
 def test_audit_names_an_edited_entry_and_both_answers(engine: Engine, log: SQLiteDecisionLog,
                                                       log_path: Path) -> None:
-    entries = Served(engine.index, log).serve(("u-us", "fable-5"), ("u-de", "fable-5"),
+    entries = Replica(engine.index, log).serve(("u-us", "fable-5"), ("u-de", "fable-5"),
                                               ("u-us", "opus-4.8"))
     edited = entries[1]
     sql(log_path, f"UPDATE {TABLE} SET effect = 'allow' WHERE entry_id = ?", edited.entry_id)
@@ -82,7 +82,7 @@ def test_audit_names_an_edited_entry_and_both_answers(engine: Engine, log: SQLit
 
 def test_audit_names_an_entry_edited_and_sealed_anew(engine: Engine, log: SQLiteDecisionLog,
                                                      log_path: Path) -> None:
-    entries = Served(engine.index, log).serve(("u-us", "fable-5"), ("u-de", "fable-5"),
+    entries = Replica(engine.index, log).serve(("u-us", "fable-5"), ("u-de", "fable-5"),
                                               ("u-us", "opus-4.8"))
     reseal(log_path, entries[1], "allow")
     report = audit(log, engine.index.facts)
@@ -93,7 +93,7 @@ def test_audit_names_an_entry_edited_and_sealed_anew(engine: Engine, log: SQLite
 
 def test_audit_names_a_deleted_entry(engine: Engine, log: SQLiteDecisionLog,
                                      log_path: Path) -> None:
-    entries = Served(engine.index, log).serve(*[("u-us", "fable-5")] * 4)
+    entries = Replica(engine.index, log).serve(*[("u-us", "fable-5")] * 4)
     sql(log_path, f"DELETE FROM {TABLE} WHERE entry_id = ?", entries[1].entry_id)
     sql(log_path, f"DELETE FROM {TABLE} WHERE entry_id = ?", entries[0].entry_id)
     report = audit(log, engine.index.facts)
@@ -119,11 +119,11 @@ def test_audit_finds_decisions_served_from_a_stale_replica(engine: Engine,
         if notification.id != order:
             stale.apply(to_event(notification), notification.id)
     assert stale.position == engine.index.position > order
-    lost = Served(stale, log, replica="replica-7:1").serve(("u-de", "fable-5"))[0]
-    behind = Served(engine.index, log).serve(("u-de", "fable-5"), as_of=order - 1)[0]
+    lost = Replica(stale, log, replica="replica-7:1").serve(("u-de", "fable-5"))[0]
+    behind = Replica(engine.index, log).serve(("u-de", "fable-5"), as_of=order - 1)[0]
     claimed = Decision("u-us", "fable-5", "allow", None, False, (Reason("entitled", "e-acme"),),
                        AFTER_ORDER, engine.index.position + 10)
-    beyond = Served(engine.index, log).write([Served(engine.index, log).pending_of(claimed)])[0]
+    beyond = Replica(engine.index, log).write([Replica(engine.index, log).pending_of(claimed)])[0]
     report = audit(log, engine.index.facts)
     assert report.problems == []
     differs = {d.entry.entry_id: d for d in report.differences}
@@ -137,7 +137,7 @@ def test_audit_finds_decisions_served_from_a_stale_replica(engine: Engine,
 
 def test_fail_closed_answers_are_counted_not_compared(engine: Engine,
                                                      log: SQLiteDecisionLog) -> None:
-    served = Served(engine.index, log)
+    served = Replica(engine.index, log)
     stale = Decision("u-us", "fable-5", "deny", None, False, (Reason("stale_index"),),
                      AFTER_ORDER, engine.index.position)
     served.write([served.pending_of(stale)])
@@ -147,7 +147,7 @@ def test_fail_closed_answers_are_counted_not_compared(engine: Engine,
 
 def test_pruning_keeps_every_chain_verifiable_and_is_recorded(engine: Engine,
                                                              log: SQLiteDecisionLog) -> None:
-    first, second = Served(engine.index, log, "a:1"), Served(engine.index, log, "b:2")
+    first, second = Replica(engine.index, log, "a:1"), Replica(engine.index, log, "b:2")
     old = first.serve(*[("u-us", "fable-5")] * 3, served_at=days_ago(40))
     first.serve(("u-de", "fable-5"), served_at=days_ago(1))
     second.serve(("u-us", "opus-4.8"), served_at=days_ago(35))
@@ -180,7 +180,7 @@ def test_pruning_keeps_every_chain_verifiable_and_is_recorded(engine: Engine,
 def test_a_removed_prune_record_or_pruned_prefix_is_noticed(engine: Engine,
                                                            log: SQLiteDecisionLog,
                                                            log_path: Path) -> None:
-    served = Served(engine.index, log)
+    served = Replica(engine.index, log)
     served.serve(*[("u-us", "fable-5")] * 3, served_at=days_ago(40))
     served.serve(("u-us", "fable-5"), served_at=days_ago(1))
     record = log.prune(days_ago(30), "ops:1").record
@@ -192,7 +192,7 @@ def test_a_removed_prune_record_or_pruned_prefix_is_noticed(engine: Engine,
 def test_pruning_leaves_a_chain_with_missing_entries_whole(engine: Engine,
                                                           log: SQLiteDecisionLog,
                                                           log_path: Path) -> None:
-    served = Served(engine.index, log)
+    served = Replica(engine.index, log)
     old = served.serve(*[("u-us", "fable-5")] * 3, served_at=days_ago(40))
     sql(log_path, f"DELETE FROM {TABLE} WHERE entry_id = ?", old[1].entry_id)
     result = log.prune(days_ago(30), "ops:1")
@@ -203,7 +203,7 @@ def test_pruning_leaves_a_chain_with_missing_entries_whole(engine: Engine,
 def test_an_audit_window_checks_its_chains_from_the_entry_before_it(
     engine: Engine, log: SQLiteDecisionLog, log_path: Path
 ) -> None:
-    served = Served(engine.index, log)
+    served = Replica(engine.index, log)
     served.serve(*[("u-us", "fable-5")] * 3, served_at=days_ago(10))
     inside = served.serve(*[("u-de", "fable-5")] * 3, served_at=days_ago(1))
     window = audit(log, engine.index.facts, days_ago(2), days_ago(0))
@@ -228,7 +228,7 @@ FILTERS = [
 def test_the_sql_filters_are_the_query_models(engine: Engine, log: SQLiteDecisionLog,
                                               asked: LogQuery) -> None:
     """The table's WHERE clause and `LogQuery.matches` (what the Kafka log filters with) agree."""
-    served = Served(engine.index, log)
+    served = Replica(engine.index, log)
     entries = []
     for days, ask in enumerate([("u-de", "fable-5"), ("u-us", "fable-5"), ("u-de", "opus-4.8"),
                                 ("u-anon", "fable-5"), ("u-us", "opus-4.8")]):

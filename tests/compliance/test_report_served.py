@@ -15,7 +15,7 @@ from interlock.engine import Engine
 from projections import compliance
 from projections.compliance import View
 from projections.decision_store import SQLiteDecisionLog
-from tests.decision_log_support import Served
+from tests.decision_log_support import Replica
 
 
 def test_the_report_counts_the_exposure_window(demo: Engine, demo_db: Path, view: View,
@@ -27,7 +27,7 @@ def test_the_report_counts_the_exposure_window(demo: Engine, demo_db: Path, view
     during = order.effective_at + timedelta(minutes=1)
     log = SQLiteDecisionLog(str(tmp_path / "decisions.db"))
     try:
-        served = Served(demo.index, log)
+        served = Replica(demo.index, log)
         exposed = served.serve(*covered[:3], covered[0], at=during, as_of=order.position - 1)
         assert {e.served.decision.effect for e in exposed} == {"allow"}
         enforced = served.serve(*covered[:3], at=during)  # denied, unless given back since

@@ -17,7 +17,7 @@ from interlock.http.app import create_app
 from interlock.http.settings import ServeSettings
 from projections.decision_log import LogQuery, audit, query
 from schemas.codec import decode
-from tests.decision_log_support import AFTER_ORDER, Served, days_ago, family_of, world
+from tests.decision_log_support import AFTER_ORDER, Replica, days_ago, family_of, world
 
 pytestmark = pytest.mark.kafka
 
@@ -60,7 +60,7 @@ def records(bootstrap: str, topic: str) -> list[tuple[int, bytes, str]]:
 
 def test_served_decisions_travel_sealed_keyed_by_subject(engine: Engine, log: KafkaDecisionLog,
                                                          kafka_bootstrap: str) -> None:
-    served = Served(engine.index, log)
+    served = Replica(engine.index, log)
     subjects = [f"u-{n}" for n in range(12)] + ["u-de", "u-us"]
     written = served.serve(*[(s, "fable-5") for s in subjects])
     on_topic = records(kafka_bootstrap, log.topic)
@@ -79,7 +79,7 @@ def test_served_decisions_travel_sealed_keyed_by_subject(engine: Engine, log: Ka
 
 def test_audit_over_the_topic_names_a_missing_entry(engine: Engine,
                                                     log: KafkaDecisionLog) -> None:
-    served = Served(engine.index, log)
+    served = Replica(engine.index, log)
     sealed = served.chain.seal([served.pending(s, "fable-5") for s in ("u-us", "u-de", "u-us")],
                                family_of(engine.index))
     log.append([sealed[0], sealed[2]])  # the entry for u-de never reached the topic
@@ -91,7 +91,7 @@ def test_audit_over_the_topic_names_a_missing_entry(engine: Engine,
 def test_pruning_deletes_records_and_keeps_the_chains_verifiable(
     engine: Engine, log: KafkaDecisionLog, kafka_bootstrap: str
 ) -> None:
-    first, second = Served(engine.index, log, "a:1"), Served(engine.index, log, "b:2")
+    first, second = Replica(engine.index, log, "a:1"), Replica(engine.index, log, "b:2")
     first.serve(*[(f"u-{n}", "fable-5") for n in range(6)], served_at=days_ago(40))
     second.serve(*[(f"u-{n}", "opus-4.8") for n in range(6, 9)], served_at=days_ago(35))
     kept = first.serve(*[(f"u-{n}", "fable-5") for n in range(6)], served_at=days_ago(1))

@@ -12,7 +12,7 @@ from interlock.decision_log import open_decision_log
 from interlock.engine import Engine
 from projections.decision_log import LogQuery, MemoryLog, audit, query
 from projections.decision_store import TABLE, PostgresDecisionLog
-from tests.decision_log_support import Served, days_ago, world
+from tests.decision_log_support import Replica, days_ago, world
 
 pytestmark = pytest.mark.postgres
 
@@ -35,7 +35,7 @@ def log(fresh_postgres_db: str) -> Iterator[PostgresDecisionLog]:
 def test_entries_read_back_sealed_and_filtered_like_everywhere(
     engine: Engine, log: PostgresDecisionLog
 ) -> None:
-    served = Served(engine.index, log)
+    served = Replica(engine.index, log)
     entries = []
     for days, ask in enumerate([("u-de", "fable-5"), ("u-us", "fable-5"), ("u-de", "opus-4.8"),
                                 ("u-anon", "fable-5")]):
@@ -52,7 +52,7 @@ def test_entries_read_back_sealed_and_filtered_like_everywhere(
 
 def test_audit_names_an_edited_and_a_deleted_entry(engine: Engine, log: PostgresDecisionLog,
                                                    fresh_postgres_db: str) -> None:
-    entries = Served(engine.index, log).serve(*[("u-de", "fable-5")] * 4)
+    entries = Replica(engine.index, log).serve(*[("u-de", "fable-5")] * 4)
     with psycopg.connect(fresh_postgres_db, autocommit=True) as connection:
         connection.execute(f"UPDATE {TABLE} SET effect = 'allow' WHERE entry_id = %s",
                            (entries[3].entry_id,))
@@ -64,7 +64,7 @@ def test_audit_names_an_edited_and_a_deleted_entry(engine: Engine, log: Postgres
 
 def test_pruning_on_postgres_keeps_the_chain_verifiable(engine: Engine,
                                                         log: PostgresDecisionLog) -> None:
-    served = Served(engine.index, log)
+    served = Replica(engine.index, log)
     served.serve(*[("u-us", "fable-5")] * 3, served_at=days_ago(40))
     kept = served.serve(("u-us", "fable-5"), served_at=days_ago(1))
     result = log.prune(days_ago(30), "ops:1")
