@@ -13,6 +13,10 @@ figure.
 
     .venv/bin/python bench/http.py                       # 1 and 2 workers, 10,000 subjects
     .venv/bin/python bench/http.py --workers 1 --seconds 10 --connections 32
+    .venv/bin/python bench/http.py --workers "" --log-modes off,best-effort,strict
+
+Then single decisions on 1 worker with the decision log off, best-effort and strict (an SQLite
+log file beside the store), each as a ratio of the rate with it off (target ≥ 80%).
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ INTERLOCK = str(Path(sys.executable).with_name("interlock"))
 SINGLE_TARGET = 5_000
 P99_TARGET_MS = 10.0
 BATCH_TARGET = 100_000
+LOG_RATIO_TARGET = 0.80
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -99,11 +104,11 @@ def build_store(path: Path, subjects: int) -> int:
 
 
 class Server:
-    def __init__(self, store: Path, workers: int) -> None:
+    def __init__(self, store: Path, workers: int, *options: str) -> None:
         self.port = free_port()
         self.process = subprocess.Popen(
             [INTERLOCK, "serve", "--store", f"sqlite:///{store}", "--port", str(self.port),
-             "--workers", str(workers)],
+             "--workers", str(workers), *options],
             stderr=subprocess.DEVNULL,
         )
         self.wait_ready()
@@ -287,6 +292,8 @@ def main() -> None:
     parser.add_argument("--batch-connections", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--log-modes", default="off,best-effort,strict",
+                        help="decision log modes compared on 1 worker ('' to skip)")
     args = parser.parse_args()
 
     cores = os.cpu_count() or 1
@@ -301,7 +308,7 @@ def main() -> None:
         batches = [json.dumps({"requests": everyone[i:i + args.batch]}).encode()
                    for i in range(0, len(everyone), args.batch)]
         rows = []
-        for workers in (int(w) for w in args.workers.split(",")):
+        for workers in (int(w) for w in args.workers.split(",") if w):
             server = Server(store, workers)
             try:
                 single = measure(server, Load(server.port, "/v1/decide", singles,
@@ -338,6 +345,39 @@ def main() -> None:
               "client processes, interrupts (loopback traffic, charged to no process), the whole\n"
               "machine; what is left of it went to other processes. 'bound by': the first at "
               "≥ 90% of what it can use.")
+        modes = [mode for mode in args.log_modes.split(",") if mode]
+        if modes:
+            compare_log_modes(store, Path(directory), singles, modes, args)
+
+
+def compare_log_modes(store: Path, directory: Path, singles: list[bytes], modes: list[str],
+                      args: argparse.Namespace) -> None:
+    """Single decisions on 1 worker with the decision log off and on, in one run."""
+    figures: dict[str, Figures] = {}
+    for mode in modes:
+        options = () if mode == "off" else (
+            "--decision-log", f"sqlite:///{directory / f'decisions-{mode}.db'}",
+            "--decision-log-mode", mode)
+        server = Server(store, 1, *options)
+        try:
+            figures[mode] = measure(server, Load(server.port, "/v1/decide", singles,
+                                                 args.connections, args.warmup, args.seconds),
+                                    args.clients)
+        finally:
+            server.stop()
+    base = figures.get("off")
+    print(f"\ndecision log, 1 worker, {args.connections} conns, single decisions (target: "
+          f"≥ {LOG_RATIO_TARGET:.0%} of the rate with it off)")
+    print(f"{'log':<12} {'decisions/s':>11} {'of off':>7}  {'ok':<3} {'server':>6} "
+          f"{'client':>6} {'machine':>7}  latency")
+    for mode, f in figures.items():
+        ratio = f.rate / base.rate if base is not None and base.rate else float("nan")
+        ok = "" if mode == "off" or base is None else (
+            "yes" if ratio >= LOG_RATIO_TARGET else "NO")
+        errors = f", {f.errors} errors" if f.errors else ""
+        print(f"{mode:<12} {f.rate:>11,.0f} {ratio:>7.0%}  {ok:<3} {f.server_cpu:>6.0%} "
+              f"{f.client_cpu:>6.0%} {f.machine_cpu:>7.0%}  p50 {f.p50_ms:.2f} ms, "
+              f"p99 {f.p99_ms:.2f} ms{errors}")
 
 
 if __name__ == "__main__":

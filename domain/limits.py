@@ -35,6 +35,9 @@ MAX_BATCH_COMMANDS = 1_000
 MAX_DECISION_BATCH = 10_000
 """Requests in one `POST /v1/decide/batch` body or `decide --batch` chunk."""
 
+MAX_LOG_ROWS = 10_000
+"""Served decisions one `decisions query` or `GET /v1/decisions` lists (`limit`)."""
+
 MAX_REQUEST_BYTES = 8 * 1024 * 1024
 """One HTTP request body; a larger one is refused with 413 before it is parsed."""
 

@@ -30,6 +30,7 @@ from domain.decision import Decision
 from domain.limits import MAX_COMMAND_BYTES
 from domain.queries import DecisionRequest, parse_decision_request_json
 from interlock.config import DEMO_STORE, StoreMissing, StoreURLError, store_url
+from interlock.decisions_cli import decisions_app
 from interlock.engine import Engine, open_engine
 
 
@@ -574,6 +575,23 @@ def serve(
         str | None, typer.Option(help="Embedded mode: also append access changes to this "
                                  "JSON-lines file.")
     ] = None,
+    decision_log: Annotated[
+        str | None, typer.Option(envvar="INTERLOCK_DECISION_LOG", help="Log every served "
+                                 "decision: sqlite:///PATH, postgresql://... or kafka (on "
+                                 "--kafka).")
+    ] = None,
+    decision_log_mode: Annotated[
+        str, typer.Option(help="strict: answer a decision only once its log entry is durable; "
+                          "best-effort: answer at once, count what the log cannot keep.")
+    ] = "strict",
+    retention: Annotated[
+        str | None, typer.Option(help="Prune log entries older than this (30d, 5y) on a "
+                                 "schedule.")
+    ] = None,
+    replica_name: Annotated[
+        str | None, typer.Option(help="This process's name in the decision log (default "
+                                 "hostname:pid).")
+    ] = None,
     store: StoreOption = None,
 ) -> None:
     """Serve the HTTP API (FastAPI on uvicorn); OpenAPI at /docs."""
@@ -581,8 +599,13 @@ def serve(
     from interlock.http.server import is_loopback, run
     from interlock.http.settings import ServeSettings
     from interlock.signing import OfficerKeys
+    from projections.decision_log import parse_duration
 
     store = store or ctx.obj
+    try:
+        kept = None if retention is None else parse_duration(retention).total_seconds()
+    except ValueError as error:
+        raise fail(f"--retention: {error}") from None
     try:
         configured_tokens = Tokens.configured(tokens)
         keys = OfficerKeys.configured(officer_keys)
@@ -590,14 +613,17 @@ def serve(
             store=store, tokens=None if configured_tokens is None else configured_tokens.table,
             officer_keys=None if keys is None else keys.table(), max_lag_seconds=max_lag,
             wait_seconds=wait, follow=follow, kafka=kafka, topic_prefix=topic_prefix,
-            revocation_file=revocations,
+            revocation_file=revocations, decision_log=decision_log,
+            decision_log_mode=decision_log_mode, retention_seconds=kept,
+            replica_name=replica_name,
         )
     except ConfigError as error:
         raise fail(str(error)) from None
     except ValidationError as error:
         problem = command_error_from(error)
         option = {"max_lag_seconds": "--max-lag", "wait_seconds": "--wait",
-                  "follow": "--follow"}.get(problem.field)
+                  "follow": "--follow", "decision_log_mode": "--decision-log-mode",
+                  "replica_name": "--replica-name"}.get(problem.field)
         raise fail(f"{option}: {problem.message}" if option else problem.message) from None
     if configured_tokens is None and not is_loopback(host):
         raise fail(f"refusing to serve on {host} without tokens: configure --tokens FILE or "
@@ -607,9 +633,12 @@ def serve(
     auth = (f"{len(configured_tokens)} token(s)" if configured_tokens is not None
             else "OFF (no tokens configured; loopback only)")
     signing = f"required ({len(keys.keys)} officer key(s))" if keys else "not required"
+    logged = (f"; decision log: {settings.decision_log} ({decision_log_mode}"
+              + (f", retention {retention}" if retention else "") + ")"
+              if settings.decision_log else "")
     sys.stderr.write(
         f"interlock serve on http://{host}:{port} ({workers} worker(s)); authentication: "
-        f"{auth}; directive signatures: {signing}; staleness bound {max_lag:g} s\n"
+        f"{auth}; directive signatures: {signing}; staleness bound {max_lag:g} s{logged}\n"
     )
     run(settings, host, port, workers, log_level)
 
@@ -695,6 +724,7 @@ def docs(
 
 token_app = typer.Typer(help="Bearer tokens for `interlock serve`.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
+app.add_typer(decisions_app, name="decisions")
 
 
 @token_app.command("hash")
@@ -1447,6 +1477,13 @@ def report(
         str | None, typer.Option(help="The valid time of the figures 'now' (default: the "
                                  "moment the report is made).")
     ] = None,
+    decision_log: Annotated[
+        str | None, typer.Option(help="The served-decision log (see `decisions query --log`): "
+                                 "allows served to the order's subjects before enforcement "
+                                 "reached them.")
+    ] = None,
+    kafka: KafkaOption = None,
+    topic_prefix: PrefixOption = "",
     as_json: JsonOption = False,
     store: StoreOption = None,
 ) -> None:
@@ -1483,11 +1520,24 @@ def report(
             after=timedelta(minutes=after),
             enforcement=log, chain_head=None if head is None else (head[0], head[1].hex()),
         )
-    page = render(data, zone, rows)
+    served = None
+    if decision_log is not None:
+        from interlock.decisions_cli import opened_log
+        from projections.decision_log import LogReadError, exposure
+
+        order = data.impact.directive
+        with opened_log(decision_log, kafka, topic_prefix) as decisions:
+            try:
+                served = exposure(decisions, {(r.subject, r.model) for r in data.impact.rows},
+                                  order.effective_at, order.position)
+            except LogReadError as error:
+                raise fail(f"--decision-log: {error}", 1) from None
+    page = render(data, zone, rows, served)
     html.parent.mkdir(parents=True, exist_ok=True)
     html.write_text(page, encoding="utf-8")
     summary = {"html": str(html), "bytes": len(page.encode()), "directive": directive,
-               "changed": len(data.impact.rows), "unknowns": len(data.unknowns)}
+               "changed": len(data.impact.rows), "unknowns": len(data.unknowns),
+               **({} if served is None else {"served": served.to_json()})}
     if as_json:
         emit(summary)
     else:

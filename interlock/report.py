@@ -13,6 +13,7 @@ from html import escape
 from typing import Any
 
 from projections.compliance import ImpactRow, OrderReport, SeriesPoint
+from projections.decision_log import Exposure
 
 PALETTE = ("#1f6feb", "#d1495b", "#2a9d8f", "#e9a03b", "#6a4c93", "#8c8c8c")
 WIDTH, HEIGHT = 1040, 380
@@ -207,8 +208,36 @@ footer{margin-top:36px;font-size:12.5px;color:#57606a}
 """
 
 
-def render(report: OrderReport, tz: tzinfo = UTC, rows: int = ROWS_SHOWN) -> str:
-    """The report as one HTML document, listing up to `rows` changed decisions and unknowns."""
+def _served_section(served: Exposure | None, tz: tzinfo) -> str:
+    """What the decision log says was served to the order's subjects (`--decision-log`)."""
+    if served is None:
+        return ""
+    by_model = "".join(f"<tr><td>{escape(model)}</td><td class='num'>{_n(count)}</td></tr>"
+                       for model, count in served.by_model.items())
+    window = (f"the first at {_when(served.first, tz)}, the last at {_when(served.last, tz)}"
+              if served.first is not None else "none")
+    return f"""
+<h2>Served after the order</h2>
+<p class="muted">From the decision log: decisions served for the (subject, model) pairs the order
+cut off, about valid times it was in force ({_n(served.served)} served). An allow answered as of
+a position before the order's was served before enforcement reached that replica: the real
+exposure window ({window}).</p>
+<div class="cards">
+<div class="card"><b>{_n(served.allows)}</b><span>allows served before enforcement reached
+them</span></div>
+<div class="card"><b>{_n(served.subjects)}</b><span>subjects served those allows</span></div>
+<div class="card"><b>{_n(served.after_enforcement)}</b><span>allows served as of the order or
+later (access given back by facts recorded since)</span></div>
+</div>
+<table><thead><tr><th>model</th><th class="num">allows before enforcement</th></tr></thead>
+<tbody>{by_model or "<tr><td colspan='2' class='muted'>none</td></tr>"}</tbody></table>
+"""
+
+
+def render(report: OrderReport, tz: tzinfo = UTC, rows: int = ROWS_SHOWN,
+           served: Exposure | None = None) -> str:
+    """The report as one HTML document, listing up to `rows` changed decisions and unknowns;
+    with `served` (from the decision log), what was served to the order's subjects."""
     impact = report.impact
     d = impact.directive
     groups = impact.groups()
@@ -294,6 +323,7 @@ candidate subjects compared.</p>
 <td class="num"><b>{_n(totals['subjects'])}</b></td></tr>
 <tr><td class="muted">access again now</td>{restored_cells}<td class="num">{_n(restored)}</td>
 <td></td></tr></tbody></table>
+{_served_section(served, tz)}
 <h2>Changed decisions</h2>
 {_rows_table(impact.rows, report, rows)}
 

@@ -48,6 +48,8 @@ EVENT_RECORDS: dict[str, str] = {cls.__qualname__: name for cls, name in _EVENTS
 """Event class `__qualname__` (e.g. `ModelVersion.Registered`) → Avro record name."""
 EVENT_CLASSES: dict[str, type[DomainEvent]] = {name: cls for cls, name in _EVENTS.items()}
 ENFORCEMENT_RECORDS: tuple[str, ...] = ("access_revoked", "access_restored")
+DECISION_LOG_RECORDS: tuple[str, ...] = ("decision_log_entry",)
+"""`interlock.decisions`: served decisions and prune records (consumers.decision_log)."""
 
 _JSON_FIELDS = {"issue_directive": ("subjects",), "amend_directive": ("subjects",),
                 "directive_issued": ("terms",), "directive_amended": ("terms",)}

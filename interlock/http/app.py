@@ -40,17 +40,21 @@ from domain.decision import Decision, Reason
 from domain.limits import MAX_REQUEST_BYTES, MAX_STREAM_CONNECTIONS
 from interlock.auth import Role, Tokens
 from interlock.http import compliance
+from interlock.http.decisions import (
+    DECISION_ID_HEADER,
+    ServedBatchOut,
+    ServedDecisionOut,
+    decisions_router,
+)
 from interlock.http.guard import Guard, too_large
 from interlock.http.metrics import Metrics
 from interlock.http.models import (
     AppliedOut,
     BatchIn,
-    BatchOut,
     BehindOut,
     CommandListIn,
     CommandRejectedOut,
     DecideIn,
-    DecisionOut,
     DiffOut,
     ErrorOut,
     HealthOut,
@@ -162,6 +166,11 @@ def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -
     return Response(orjson.dumps(data), status, headers, media_type=JSON)
 
 
+def _unlogged() -> Response:
+    return _error(503, "the decision log could not record this decision, so it is not served "
+                  "(strict mode); retry")
+
+
 def _error(status: int, message: str, field: str | None = None, index: int | None = None,
            **more: Any) -> Response:
     return _json({"error": message, "field": field or None, "index": index, **more}, status)
@@ -234,6 +243,11 @@ def _responses(*extra: tuple[int, type, str]) -> dict[int | str, dict[str, Any]]
 
 INVALID = (422, ErrorOut, "The request is malformed; `field` names what is wrong.")
 TOO_LARGE = (413, ErrorOut, "The body is over the request limit; it was not read.")
+UNLOGGED = (503, ErrorOut, "Strict decision log: the decision could not be logged, so it is "
+            "not served; retry.")
+LOGGED_HEADER = {200: {"description": "The decision.", "headers": {DECISION_ID_HEADER: {
+    "description": "With a decision log: the id it is logged under.",
+    "schema": {"type": "string", "format": "uuid"}}}}}
 UNKNOWN = (404, ErrorOut, "Nothing is known under that id.")
 
 
@@ -289,9 +303,11 @@ def create_app(settings: ServeSettings) -> FastAPI:
         return _error(422, first["msg"].removeprefix("Value error, "), location)
 
     @direct.post(
-        "/v1/decide", tags=["decide"], response_model=DecisionOut,
-        responses=_responses(INVALID, TOO_LARGE, (409, BehindOut, "The index is behind the "
-                                                  "asked position after waiting.")),
+        "/v1/decide", tags=["decide"], response_model=ServedDecisionOut,
+        responses={**_responses(INVALID, TOO_LARGE, UNLOGGED, (409, BehindOut, "The index is "
+                                                              "behind the asked position after "
+                                                              "waiting.")),
+                   **LOGGED_HEADER},
         openapi_extra={**request_body("DecideIn"), **BEARER_REQUIRED},
     )
     async def decide(request: Request) -> Response:
@@ -315,14 +331,22 @@ def create_app(settings: ServeSettings) -> FastAPI:
         if needed and not await service.reach(needed):
             return _behind(needed)
         decision = service.decide(ask)
+        body = encode.many((decision,))[0]
+        headers = None
+        if service.decision_log is not None:
+            ids = await service.decision_log.record((ask,), (decision,))
+            if ids is None:
+                return _unlogged()
+            body["decision_id"] = ids[0]
+            headers = {DECISION_ID_HEADER: ids[0]}
         metrics.count(decision)
         metrics.decide_latency.observe(perf_counter() - started)
-        return Response(orjson.dumps(encode.many((decision,))[0]), media_type=JSON)
+        return Response(orjson.dumps(body), headers=headers, media_type=JSON)
 
     @direct.post(
-        "/v1/decide/batch", tags=["decide"], response_model=BatchOut,
-        responses=_responses(INVALID, TOO_LARGE, (409, BehindOut, "The index is behind a "
-                                                  "position asked for after waiting.")),
+        "/v1/decide/batch", tags=["decide"], response_model=ServedBatchOut,
+        responses=_responses(INVALID, TOO_LARGE, UNLOGGED, (409, BehindOut, "The index is behind "
+                                                            "a position asked for after waiting.")),
         openapi_extra={**request_body("BatchIn"), **BEARER_REQUIRED},
     )
     async def decide_batch(request: Request) -> Response:
@@ -345,12 +369,20 @@ def create_app(settings: ServeSettings) -> FastAPI:
         if needed and not await service.reach(needed):
             return _behind(needed)
         decisions = service.decide_all(batch.requests)
+        encoded = encode.many(decisions)
+        if service.decision_log is not None:
+            ids = await service.decision_log.record(batch.requests, decisions)
+            if ids is None:
+                return _unlogged()
+            for decision, decision_id in zip(encoded, ids, strict=True):
+                decision["decision_id"] = decision_id
         metrics.count_all(decisions)
-        body = orjson.dumps({"decisions": encode.many(decisions)})
+        body = orjson.dumps({"decisions": encoded})
         metrics.batch_latency.observe(perf_counter() - started)
         return Response(body, media_type=JSON)
 
     app.include_router(direct)
+    app.include_router(decisions_router(service, auditor))
 
     def _behind(needed: int) -> Response:
         position = service.index.position

@@ -26,6 +26,7 @@ from domain.queries import DecisionRequest
 from interlock.auth import Tokens
 from interlock.config import snapshot_path
 from interlock.engine import Engine, open_engine
+from interlock.http.decisions import LogMetrics, ServedLog
 from interlock.http.freshness import Freshness, Refresher
 from interlock.http.metrics import Metrics
 from interlock.http.settings import ServeSettings
@@ -100,6 +101,10 @@ class Service:
         self._refresher: Refresher | None = None
         self._events: Any = None
         """The events-topic follower of a replica (`follow="kafka"`)."""
+        self.decision_log: ServedLog | None = None
+        """Where served decisions are logged (`--decision-log`), if anywhere."""
+        self._log_metrics = None if settings.decision_log is None else LogMetrics(
+            self.metrics.registry)
 
     def start(self) -> None:
         """Opens the store, builds the index, then follows the store (or, as a replica, the
@@ -132,6 +137,12 @@ class Service:
         )
         self._refresher = Refresher(self._refresh, settings.refresh_interval)
         self._refresher.start()
+        if self._log_metrics is not None:
+            self.decision_log = ServedLog(settings, self._log_metrics, self._family_of)
+
+    def _family_of(self, model: str) -> str | None:
+        found = self.index.facts.models.get(model)
+        return None if found is None else found.family
 
     @property
     def reach_indexes(self) -> Reach | None:
@@ -146,6 +157,9 @@ class Service:
             self.engine.follower.catch_up(position)
 
     def close(self) -> None:
+        if self.decision_log is not None:
+            self.decision_log.close()
+            self.decision_log = None
         if self._refresher is not None:
             self._refresher.stop()
             self._refresher = None

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from interlock.auth import TokenTable
+from interlock.decision_log import DecisionLogError, check_destination
 
 SETTINGS_VARIABLE = "INTERLOCK_SERVE_SETTINGS"
 
@@ -46,11 +47,33 @@ class ServeSettings(BaseModel):
     topic_prefix: str = ""
     revocation_file: str | None = None
     """Embedded mode also appends access changes to this JSON-lines file."""
+    decision_log: str | None = None
+    """Where served decisions are logged: sqlite:///PATH, postgresql://... or kafka (on
+    `kafka`); None logs nothing (see interlock/http/decisions.py)."""
+    decision_log_mode: Literal["strict", "best-effort"] = "strict"
+    decision_log_queue: Annotated[int, Field(ge=1)] = 100_000
+    """Best-effort mode: served decisions that may wait for the writer; more are dropped."""
+    retention_seconds: Seconds | None = None
+    """Prune log entries older than this, on a schedule."""
+    replica_name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    """Names this process in the log (default hostname:pid)."""
 
     @model_validator(mode="after")
     def _kafka_when_following_it(self) -> ServeSettings:
         if self.follow == "kafka" and not self.kafka:
             raise ValueError("--follow kafka needs --kafka HOST:PORT (or INTERLOCK_KAFKA)")
+        return self
+
+    @model_validator(mode="after")
+    def _decision_log_usable(self) -> ServeSettings:
+        if self.decision_log is None:
+            if self.retention_seconds is not None:
+                raise ValueError("--retention prunes the decision log: give --decision-log DEST")
+            return self
+        try:
+            check_destination(self.decision_log, self.kafka)
+        except DecisionLogError as error:
+            raise ValueError(f"--decision-log: {error}") from None
         return self
 
     @model_validator(mode="after")

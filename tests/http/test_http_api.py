@@ -261,7 +261,7 @@ def test_openapi_documents_every_route_and_docs_render(client: TestClient) -> No
     assert set(document["paths"]) == {
         "/v1/decide", "/v1/decide/batch", "/v1/commands", "/v1/subjects/{subject}/history",
         "/v1/directives/{directive}/impact", "/v1/diff", "/v1/position", "/healthz",
-        "/readyz", "/metrics", "/v1/enforcement/stream",
+        "/readyz", "/metrics", "/v1/enforcement/stream", "/v1/decisions",
     }
     schemas = document["components"]["schemas"]
     for name in ("DecideIn", "BatchIn", "CommandsIn", "DecisionOut", "Predicate",

@@ -28,7 +28,8 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 
 
 def _api_schema() -> schemathesis.BaseSchema:
-    """The app on a store holding SETUP and the order; schemathesis runs its lifespan.
+    """The app on a store holding SETUP and the order, logging its decisions (so that
+    `GET /v1/decisions` answers them); schemathesis runs its lifespan.
 
     Built at collection (schemathesis's fixture-based loader does not work with this pytest),
     on a store in a temporary directory removed when the run ends."""
@@ -40,7 +41,8 @@ def _api_schema() -> schemathesis.BaseSchema:
         engine.app.apply_all(parse_command(command) for command in [*SETUP, ORDER])
     finally:
         engine.close()
-    app = create_app(ServeSettings(store=store, wait_seconds=0.05))
+    app = create_app(ServeSettings(store=store, wait_seconds=0.05,
+                                   decision_log=f"sqlite:///{directory.name}/decisions.db"))
     return schemathesis.openapi.from_asgi("/openapi.json", app)
 
 

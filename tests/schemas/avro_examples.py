@@ -179,6 +179,29 @@ ENFORCEMENT: dict[str, list[dict[str, Any]]] = {
 }
 
 
+def decision_log_records() -> list[dict[str, Any]]:
+    """`interlock.decisions` records made by the decision log's own code: a plain decision, one
+    with every optional field (routed, known_at, context), and a prune record."""
+    from consumers.decision_log import entry_to_record
+    from domain.decision import Decision, Reason
+    from projections.decision_log import Chain, Genesis, Pruned, micros, prune_record
+
+    chain = Chain("gw-1:7", name="gw-1:7/00c0ffee")
+    denied = Decision("u-17", "fable-5", "deny", None, False,
+                      (Reason("directive", "bis-2026-0417"),
+                       Reason("unknown_attribute", "citizenship")), at(4), 1834)
+    routed = Decision("u-18", "mythos-5", "route", "mythos-4", True,
+                      (Reason("route", "internal-7"),), at(5), 1835)
+    entries = chain.seal([
+        ("9e22fa7e-f58c-8059-a6cf-000000000001", micros(at(4)), denied, None, None, None),
+        ("9e22fa7e-f58c-8059-a6cf-000000000002", micros(at(5)), routed, at(1), "FR",
+         "research"),
+    ], {"fable-5": "fable", "mythos-5": "mythos"}.get)
+    pruned = prune_record("ops:1", micros(at(60)), Pruned(
+        at(30), 2, (Genesis(chain.name, 2, entries[-1].link),)))
+    return [entry_to_record(entry) for entry in (*entries, pruned)]
+
+
 SAMPLE_TIME = datetime(2026, 11, 26, 22, 21, 0, 123456, tzinfo=UTC)
 SAMPLE_UUID = UUID("9e22fa7e-f58c-5059-a6cf-e3e103c41e7d")
 _PRIMITIVE_SAMPLES: dict[str, Any] = {

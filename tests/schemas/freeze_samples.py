@@ -18,7 +18,13 @@ from typing import Any
 from domain.commands import parse_command
 from schemas.codec import SchemaRegistry, SchemaVersion
 from schemas.records import command_to_record, event_to_record
-from tests.schemas.avro_examples import COMMANDS, ENFORCEMENT, build_events, sample_datum
+from tests.schemas.avro_examples import (
+    COMMANDS,
+    ENFORCEMENT,
+    build_events,
+    decision_log_records,
+    sample_datum,
+)
 
 DATA = Path(__file__).resolve().parent / "data"
 
@@ -39,6 +45,7 @@ def domain_records() -> dict[str, list[dict[str, Any]]]:
         records[name].append(record)
     for name, examples in ENFORCEMENT.items():
         records[name].extend(examples)
+    records["decision_log_entry"].extend(decision_log_records())
     return records
 
 

@@ -1,0 +1,254 @@
+"""The served-decision log of `interlock serve --decision-log DEST`, and `GET /v1/decisions`.
+
+Every decision answered by `/v1/decide` and `/v1/decide/batch` gets a decision id (the
+`X-Interlock-Decision-Id` header and the `decision_id` field) and an entry in the log
+(projections/decision_log.py), written by one thread per process in group commits:
+
+- **strict** (the default): a decision is answered only once its entry is durable; when the log
+  cannot store it, the request is refused with 503 and the decision is not served;
+- **best-effort**: decisions are answered at once and queue for the writer (up to
+  `decision_log_queue` of them); those that find the queue full, or whose write fails, are
+  counted in `interlock_decision_log_dropped_total{reason}`, never silently lost.
+
+With a retention, the log is pruned every tenth of it (at most hourly) of entries older.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+import orjson
+from fastapi import APIRouter, Query
+from fastapi.params import Depends
+from fastapi.responses import Response
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from pydantic import Field
+from starlette.exceptions import HTTPException
+
+from domain.decision import Decision
+from domain.queries import DecisionRequest
+from interlock.decision_log import open_decision_log, replica_id
+from interlock.http.models import (
+    DecisionOut,
+    ErrorOut,
+    Position,
+    ReasonOut,
+    Time,
+    _Body,
+)
+from interlock.http.settings import ServeSettings
+from projections.decision_log import (
+    Chain,
+    DecisionIds,
+    LogQuery,
+    LogReadError,
+    LogWriter,
+    Pending,
+    query,
+)
+
+DECISION_ID_HEADER = "X-Interlock-Decision-Id"
+PRUNE_EVERY_AT_MOST = timedelta(hours=1)
+
+DecisionId = Annotated[UUID, Field(description="The decision id the log keeps it under, to "
+                                              "cite it.")]
+
+
+class ServedDecisionOut(DecisionOut):
+    """The normative decision JSON; with a decision log, also the id it is logged under."""
+
+    decision_id: DecisionId | None = None
+
+
+class ServedBatchOut(_Body):
+    decisions: list[ServedDecisionOut]
+    """In request order."""
+
+
+class LoggedDecisionOut(_Body):
+    """A served decision as the log keeps it: the normative decision JSON, its id, when and by
+    which replica it was served, what the request added, and its place in the hash chain."""
+
+    decision_id: DecisionId
+    kind: Literal["decision"]
+    served_at: Time
+    replica: str
+    subject: str
+    model: str
+    effect: Literal["allow", "deny", "route"]
+    route_to: str | None
+    disclosed: bool
+    reasons: list[ReasonOut]
+    at: Time
+    as_of: Position
+    family: str | None
+    known_at: Time | None
+    location: str | None
+    purpose: str | None
+    chain: str
+    seq: Annotated[int, Field(ge=1)]
+    link: str
+
+
+class DecisionLogOut(_Body):
+    decisions: list[LoggedDecisionOut]
+    """By served time."""
+    more: bool
+    """More decisions match than `limit`: narrow the filters, or page with `from`."""
+
+
+class LogMetrics:
+    """The decision log's metrics, on the service's registry (made once per app)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.written = Counter("interlock_decision_log_written",
+                               "Served decisions stored in the decision log.", registry=registry)
+        self.dropped = Counter("interlock_decision_log_dropped",
+                               "Served decisions the log did not keep (best-effort mode): the "
+                               "queue was full, the write failed, or the server was stopping.",
+                               ["reason"], registry=registry)
+        for reason in ("queue_full", "write_failed", "stopped"):
+            self.dropped.labels(reason)  # shown as 0 until the first drop
+        self.refused = Counter("interlock_decision_log_refused",
+                               "Decisions not answered because the log could not store them "
+                               "(strict mode).", registry=registry)
+        self.pruned = Counter("interlock_decision_log_pruned",
+                              "Entries removed from the decision log by scheduled pruning.",
+                              registry=registry)
+        self.prune_failures = Counter("interlock_decision_log_prune_failures",
+                                      "Scheduled prunes that failed.", registry=registry)
+        self.queued = Gauge("interlock_decision_log_queued",
+                            "Served decisions waiting for the log's writer.", registry=registry)
+
+
+class ServedLog:
+    """One process's decision log: its store, chain, writer thread, metrics and pruning."""
+
+    def __init__(self, settings: ServeSettings, metrics: LogMetrics,
+                 family_of: Callable[[str], str | None]) -> None:
+        assert settings.decision_log is not None
+        self.strict = settings.decision_log_mode == "strict"
+        self.replica = replica_id(settings.replica_name)
+        self.log = open_decision_log(settings.decision_log, settings.kafka,
+                                     settings.topic_prefix, durable=self.strict)
+        self.metrics = metrics
+        self._ids = DecisionIds()
+        self.writer = LogWriter(
+            self.log, Chain(self.replica), family_of, settings.decision_log_queue,
+            settle=_settle, on_written=metrics.written.inc,
+            on_dropped=lambda count, reason: metrics.dropped.labels(reason).inc(count),
+        )
+        metrics.queued.set_function(lambda: self.writer.queued)
+        self._stop = threading.Event()
+        self._pruner = None
+        if settings.retention_seconds is not None:
+            retention = timedelta(seconds=settings.retention_seconds)
+            self._pruner = threading.Thread(target=self._prune_every, args=(retention,),
+                                            name="decision-log-prune", daemon=True)
+            self._pruner.start()
+
+    async def record(self, asks: Sequence[DecisionRequest], decisions: Sequence[Decision]
+                     ) -> list[str] | None:
+        """Logs served decisions and returns their ids; None (strict) when the log could not
+        store them, so they must not be answered."""
+        if not decisions:
+            return []
+        ids = self._ids.take(len(decisions))
+        served = time.time_ns() // 1000
+        pending: list[Pending] = [
+            (entry_id, served, decision, ask.known_at, ask.location, ask.purpose)
+            for entry_id, ask, decision in zip(ids, asks, decisions, strict=True)
+        ]
+        if not self.strict:
+            self.writer.submit(pending)
+            return ids
+        future = asyncio.get_running_loop().create_future()
+        if not self.writer.submit(pending, future) or await future is not None:
+            self.metrics.refused.inc(len(ids))
+            return None
+        return ids
+
+    def _prune_every(self, retention: timedelta) -> None:
+        interval = max(1.0, min(retention / 10, PRUNE_EVERY_AT_MOST).total_seconds())
+        while True:
+            try:
+                result = self.log.prune(datetime.now(UTC) - retention, self.replica)
+                self.metrics.pruned.inc(result.removed)
+            except Exception as error:  # a failing store must not stop serving; it is counted
+                self.metrics.prune_failures.inc()
+                sys.stderr.write(f"interlock serve: decision log prune failed: {error}\n")
+            if self._stop.wait(interval):
+                return
+
+    def close(self) -> None:
+        """Stores what is queued, stops pruning, closes the log."""
+        self._stop.set()
+        self.writer.close()
+        if self._pruner is not None:
+            self._pruner.join(10)
+        self.log.close()
+
+
+def _settle(futures: list[Any], error: BaseException | None) -> None:
+    """Wakes strict requests once per commit and event loop (not once per request)."""
+    by_loop: dict[Any, list[asyncio.Future[BaseException | None]]] = defaultdict(list)
+    for future in futures:
+        by_loop[future.get_loop()].append(future)
+    for loop, waiting in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+            loop.call_soon_threadsafe(_resolve, waiting, error)
+
+
+def _resolve(futures: list[asyncio.Future[BaseException | None]],
+             error: BaseException | None) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_result(error)
+
+
+def decisions_router(service: Any, dependencies: Sequence[Depends]) -> APIRouter:
+    """`GET /v1/decisions` on `service`'s log, behind `dependencies` (the auditor role)."""
+    router = APIRouter()
+
+    @router.get(
+        "/v1/decisions", tags=["audit"], dependencies=list(dependencies),
+        response_model=DecisionLogOut,
+        responses={
+            401: {"model": ErrorOut, "description": "No or unknown bearer token."},
+            403: {"model": ErrorOut, "description": "The token lacks the role this route needs."},
+            404: {"model": ErrorOut, "description": "This server keeps no decision log."},
+            422: {"model": ErrorOut, "description": "A filter is malformed; `field` names it."},
+            503: {"model": ErrorOut, "description": "The log cannot be read now, or holds an "
+                  "entry that cannot be read back (damaged or edited)."},
+        },
+    )
+    def decisions(asked: Annotated[LogQuery, Query()]) -> Response:
+        """Served decisions from the decision log, by served time: `subject`, `model` (an id,
+        `family:NAME` or `*`), `effect`, served time in [`from`, `to`), at most `limit`.
+        Role `auditor`."""
+        log = service.decision_log
+        if log is None:
+            raise HTTPException(404, "this server keeps no decision log (serve "
+                                "--decision-log DEST); read it with `interlock decisions "
+                                "query`")
+        try:
+            entries, more = query(log.log, asked)
+        except LogReadError as error:
+            raise HTTPException(503, f"{error}; `interlock decisions audit` checks the "
+                                "log") from None
+        except Exception as error:  # the log's store is down: say so, not 500
+            raise HTTPException(503, "the decision log cannot be read now: "
+                                f"{type(error).__name__}: {error}") from None
+        return Response(orjson.dumps({"decisions": [e.to_json() for e in entries],
+                                      "more": more}), media_type="application/json")
+
+    return router
