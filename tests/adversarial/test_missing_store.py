@@ -62,7 +62,7 @@ def test_decide_on_a_store_without_events_says_so(tmp_path: Path) -> None:
     path = tmp_path / "empty.db"
     store = f"sqlite:///{path}"
     created = CliRunner().invoke(app, ["--store", store, "apply", "-"], input="")
-    assert json.loads(created.stdout) == {"applied": 0, "position": 0}
+    assert json.loads(created.stdout) == {"applied": 0, "repeated": 0, "position": 0}
     result = CliRunner().invoke(app, ["--store", store, "decide", "u-1", "fable-5", "--json"])
     assert result.exit_code == 0
     assert json.loads(result.stdout)["reasons"] == [{"code": "unknown_model", "ref": None}]
