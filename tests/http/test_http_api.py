@@ -8,7 +8,7 @@ import orjson
 from fastapi.testclient import TestClient
 
 from domain.decision import Decision, Reason
-from interlock.http.app import DecisionJSON
+from interlock.http.decide import DecisionJSON
 
 from .http_support import AFTER_ORDER, BEFORE_ORDER, ORDER, SETUP
 
