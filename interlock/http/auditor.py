@@ -40,7 +40,7 @@ def history(
 def impact(directive: str, service: ServiceDep) -> ImpactOut:
     """The (subject, model) decisions the directive changed at its effective time.
     Role `auditor`."""
-    found = compliance.impact(service.index, directive, service.reach_indexes)
+    found = compliance.impact(service.index, directive, service.candidate_indexes)
     if found is None:
         raise HTTPException(404, f"no directive {directive!r}")
     return found
@@ -56,7 +56,7 @@ def diff(
 ) -> DiffOut:
     """Who gained or lost access (an `allow`) between two valid times, as known now.
     Role `auditor`."""
-    return compliance.diff(service.index, start, to, model, service.reach_indexes)
+    return compliance.diff(service.index, start, to, model, service.candidate_indexes)
 
 
 @router.get(

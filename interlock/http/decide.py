@@ -122,7 +122,7 @@ async def decide(request: Request) -> Response:
     except ValidationError as error:
         return invalid(error)
     needed = ask.required_position
-    if needed and not await service.reach(needed):
+    if needed and not await service.wait_for_position(needed):
         return _behind(service, needed)
     decision = service.decide(ask)
     body = ENCODE.many((decision,))[0]
@@ -162,7 +162,7 @@ async def decide_batch(request: Request) -> Response:
     except ValidationError as error:
         return invalid(error)
     needed = max((ask.required_position for ask in batch.requests), default=0)
-    if needed and not await service.reach(needed):
+    if needed and not await service.wait_for_position(needed):
         return _behind(service, needed)
     decisions = service.decide_all(batch.requests)
     encoded = ENCODE.many(decisions)
