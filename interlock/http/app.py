@@ -12,6 +12,7 @@ Routes reach the Service through the `ServiceDep` dependency (routing.py).
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -68,9 +69,18 @@ async def internal_error(request: Request, error: Exception) -> Response:
     return error_response(500, f"internal error ({type(error).__name__}); see the server log")
 
 
+UNENCODED_PLUS = re.compile(r"\d:\d\d(\.\d+)? \d\d(:?\d\d)?$")
+"""A time whose `+HH:MM` offset came unencoded in a query string, where `+` means a space."""
+
+
 async def invalid_request(_: Request, error: RequestValidationError) -> Response:
     first = error.errors()[0]
     location = ".".join(str(part) for part in first["loc"][1:])
+    given = first.get("input")
+    if first["loc"][0] == "query" and isinstance(given, str) and UNENCODED_PLUS.search(given):
+        return error_response(422, f"{given!r} is not a time: a '+' in a query string reads "
+                              "as a space; encode it as %2B (e.g. 2026-11-26T22:21:00%2B00:00) "
+                              "or write the time in UTC with Z", location)
     if first["type"] == "timezone_aware":
         return error_response(422, "timestamp needs a UTC offset (e.g. +00:00 or Z)", location)
     return error_response(422, first["msg"].removeprefix("Value error, "), location)
