@@ -35,6 +35,7 @@ from domain.queries import DecisionRequest
 from interlock.decision_log import open_decision_log, replica_id
 from interlock.http.models import (
     DecisionOut,
+    Effect,
     Position,
     ReasonOut,
     Time,
@@ -76,7 +77,7 @@ class LoggedDecisionOut(_Body):
     replica: str
     subject: str
     model: str
-    effect: Literal["allow", "deny", "route"]
+    effect: Effect
     route_to: str | None
     disclosed: bool
     reasons: list[ReasonOut]

@@ -24,11 +24,22 @@ Time = Annotated[
 ]
 """Written as `Decision.to_json` writes `at` (`+00:00`, not `Z`), so every time in every body
 has one form."""
-Effect = Literal["allow", "deny", "route"]
-ReasonCode = Literal[
+EFFECTS = ("allow", "deny", "route")
+REASON_CODES = (
     "unknown_model", "model_withdrawn", "no_entitlement", "entitled", "directive",
     "unknown_attribute", "route", "route_target_denied", "route_cycle", "stale_index",
-]
+)
+Effect = Annotated[str, Field(
+    description="One of `allow`, `deny`, `route` (docs/decision-rule.md). A string, not a "
+    "closed enum: a client should treat a value it does not know as a denial.",
+    examples=list(EFFECTS),
+)]
+ReasonCode = Annotated[str, Field(
+    description="Known codes: " + ", ".join(f"`{code}`" for code in REASON_CODES)
+    + " (docs/decision-rule.md). A string, not a closed enum: later versions may add codes, "
+    "which a client should show as they are.",
+    examples=list(REASON_CODES),
+)]
 
 
 class _Body(BaseModel):

@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.types import Receive, Scope, Send
 
 from interlock.http.models import ErrorOut, HealthOut, PositionOut, ReadyOut
-from interlock.http.routing import JSON, ServiceDep, error_response, requires, responses
+from interlock.http.routing import INVALID, JSON, ServiceDep, error_response, requires, responses
 from interlock.revocations import RevocationLog
 
 STREAM_RETRY_SECONDS = 5
@@ -67,9 +67,12 @@ class SlotStream(StreamingResponse):
     responses={
         200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
               "description": "Server-sent events: `access_revoked` / `access_restored`."},
+        **responses(INVALID),
         404: {"model": ErrorOut, "description": "This replica does not enforce."},
         503: {"model": ErrorOut, "description": "All stream slots of this process are "
-              "taken; retry after `Retry-After` seconds (or ask another replica)."},
+              "taken; retry after `Retry-After` seconds (or ask another replica).",
+              "headers": {"Retry-After": {"schema": {"type": "integer"},
+                                          "description": "Seconds to wait."}}},
     },
 )
 async def enforcement_stream(
