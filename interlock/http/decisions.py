@@ -1,4 +1,5 @@
-"""The served-decision log of `interlock serve --decision-log DEST`, and `GET /v1/decisions`.
+"""The served-decision log of `interlock serve --decision-log DEST` (read by `GET /v1/decisions`,
+interlock/http/auditor.py).
 
 Every decision answered by `/v1/decide` and `/v1/decide/batch` gets a decision id (the
 `X-Interlock-Decision-Id` header and the `decision_id` field) and an entry in the log
@@ -26,20 +27,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-import orjson
-from fastapi import APIRouter, Query
-from fastapi.params import Depends
-from fastapi.responses import Response
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import Field
-from starlette.exceptions import HTTPException
 
 from domain.decision import Decision
 from domain.queries import DecisionRequest
 from interlock.decision_log import open_decision_log, replica_id
 from interlock.http.models import (
     DecisionOut,
-    ErrorOut,
+    Effect,
     Position,
     ReasonOut,
     Time,
@@ -49,11 +45,8 @@ from interlock.http.settings import ServeSettings
 from projections.decision_log import (
     Chain,
     DecisionIds,
-    LogQuery,
-    LogReadError,
     LogWriter,
     Pending,
-    query,
 )
 
 DECISION_ID_HEADER = "X-Interlock-Decision-Id"
@@ -84,7 +77,7 @@ class LoggedDecisionOut(_Body):
     replica: str
     subject: str
     model: str
-    effect: Literal["allow", "deny", "route"]
+    effect: Effect
     route_to: str | None
     disclosed: bool
     reasons: list[ReasonOut]
@@ -213,42 +206,3 @@ def _resolve(futures: list[asyncio.Future[BaseException | None]],
     for future in futures:
         if not future.done():
             future.set_result(error)
-
-
-def decisions_router(service: Any, dependencies: Sequence[Depends]) -> APIRouter:
-    """`GET /v1/decisions` on `service`'s log, behind `dependencies` (the auditor role)."""
-    router = APIRouter()
-
-    @router.get(
-        "/v1/decisions", tags=["audit"], dependencies=list(dependencies),
-        response_model=DecisionLogOut,
-        responses={
-            401: {"model": ErrorOut, "description": "No or unknown bearer token."},
-            403: {"model": ErrorOut, "description": "The token lacks the role this route needs."},
-            404: {"model": ErrorOut, "description": "This server keeps no decision log."},
-            422: {"model": ErrorOut, "description": "A filter is malformed; `field` names it."},
-            503: {"model": ErrorOut, "description": "The log cannot be read now, or holds an "
-                  "entry that cannot be read back (damaged or edited)."},
-        },
-    )
-    def decisions(asked: Annotated[LogQuery, Query()]) -> Response:
-        """Served decisions from the decision log, by served time: `subject`, `model` (an id,
-        `family:NAME` or `*`), `effect`, served time in [`from`, `to`), at most `limit`.
-        Role `auditor`."""
-        log = service.decision_log
-        if log is None:
-            raise HTTPException(404, "this server keeps no decision log (serve "
-                                "--decision-log DEST); read it with `interlock decisions "
-                                "query`")
-        try:
-            entries, more = query(log.log, asked)
-        except LogReadError as error:
-            raise HTTPException(503, f"{error}; `interlock decisions audit` checks the "
-                                "log") from None
-        except Exception as error:  # the log's store is down: say so, not 500
-            raise HTTPException(503, "the decision log cannot be read now: "
-                                f"{type(error).__name__}: {error}") from None
-        return Response(orjson.dumps({"decisions": [e.to_json() for e in entries],
-                                      "more": more}), media_type="application/json")
-
-    return router

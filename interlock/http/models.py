@@ -7,7 +7,7 @@ models still describe exactly what is sent.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, Strict
 
@@ -24,11 +24,22 @@ Time = Annotated[
 ]
 """Written as `Decision.to_json` writes `at` (`+00:00`, not `Z`), so every time in every body
 has one form."""
-Effect = Literal["allow", "deny", "route"]
-ReasonCode = Literal[
+EFFECTS = ("allow", "deny", "route")
+REASON_CODES = (
     "unknown_model", "model_withdrawn", "no_entitlement", "entitled", "directive",
     "unknown_attribute", "route", "route_target_denied", "route_cycle", "stale_index",
-]
+)
+Effect = Annotated[str, Field(
+    description="One of `allow`, `deny`, `route` (docs/decision-rule.md). A string, not a "
+    "closed enum: a client should treat a value it does not know as a denial.",
+    examples=list(EFFECTS),
+)]
+ReasonCode = Annotated[str, Field(
+    description="Known codes: " + ", ".join(f"`{code}`" for code in REASON_CODES)
+    + " (docs/decision-rule.md). A string, not a closed enum: later versions may add codes, "
+    "which a client should show as they are.",
+    examples=list(REASON_CODES),
+)]
 
 
 class _Body(BaseModel):
@@ -168,43 +179,147 @@ class EntitlementOut(_Body):
     revocations: list[RevocationOut]
 
 
+class VerdictOut(_Body):
+    """A decision without its subject, model and times: what changed."""
+
+    effect: Effect
+    route_to: str | None
+    disclosed: bool
+    reasons: list[ReasonOut]
+
+
+class CauseOut(BaseModel):
+    """The stored fact that changed a decision; the fields after `recorded_at` are the fact's
+    own (as `interlock history --json` writes them)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    event: str
+    """e.g. `directive_issued`, `nationality_attested`, `entitlement_revoked`."""
+    ref: str
+    position: Position
+    recorded_at: Time | None
+
+
+class HistoryChangeOut(_Body):
+    model: str
+    at: Time
+    """The valid time from which `after` holds."""
+    as_of: Position
+    kind: str
+    """`recorded` (a fact became known) or `took_effect` (a known fact started or stopped
+    holding)."""
+    access: str | None
+    """`lost` or `gained` when the change crosses `allow`, else null."""
+    cause: CauseOut
+    before: VerdictOut
+    after: VerdictOut
+
+
 class HistoryOut(_Body):
     """What is known about a subject, each fact with its valid time, recorded time and
-    position, and the current decision per registered model."""
+    position, every change of its decisions as they were made, and the current decision per
+    registered model: the JSON of `interlock history --json`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     subject: str
     as_of: Position
+    models: list[str]
+    from_: Time | None = Field(alias="from")
+    to: Time | None
     attestations: list[AttestationOut]
     """In the order they were recorded."""
     revocations: list[AttestationRevocationOut]
     entitlements: list[EntitlementOut]
     """The subject's own, and those of every org it was attested to work for."""
+    changes: list[HistoryChangeOut]
     decisions: list[DecisionOut]
 
 
-class ChangeOut(_Body):
+class ImpactRowOut(_Body):
     subject: str
     model: str
-    before: DecisionOut
-    after: DecisionOut
+    group: str
+    """`predicate` (the directive's predicate held) or `unknown_attribute` (it was unknown
+    and the directive applies on unknown)."""
+    unknown_attributes: list[str]
+    access: str | None
+    """`lost` or `gained` when the change crosses `allow`, else null."""
+    before: VerdictOut
+    after: VerdictOut
+
+
+class ImpactComparedOut(_Body):
+    at: Time
+    """The directive's effective time: both decisions are at it."""
+    before: Position
+    after: Position
+    """As known just before the directive and at its position."""
+    models: list[str]
+    subjects: int
+    """Candidate subjects compared."""
+    of_subjects: int
+    """Subjects known."""
+
+
+class ImpactChangedOut(_Body):
+    pairs: int
+    subjects: int
+    by_model: dict[str, int]
+
+
+class ImpactGroupOut(ImpactChangedOut):
+    group: str
+    unknown_attributes: list[str]
 
 
 class ImpactOut(_Body):
     """The (subject, model) pairs whose decision at the directive's effective time differs
-    between the position before it was issued and the position it was issued at."""
+    between the position before it was issued and the position it was issued at, grouped by
+    reason: the JSON of `interlock impact --json`."""
 
     directive: str
-    position: Position
+    what_if: bool
+    authority: str
+    reference: str
+    received_at: Time
     effective_at: Time
-    models: list[str]
-    """The registered models it covered when issued."""
+    recorded_at: Time | None
+    position: Position
+    effect: Effect
+    selectors: list[str]
+    predicate: dict[str, Any]
+    """The directive's predicate (schema `Predicate`)."""
+    on_unknown: str
+    compared: ImpactComparedOut
+    changed: ImpactChangedOut
+    groups: list[ImpactGroupOut]
+    changes: list[ImpactRowOut]
+
+
+class DiffRowOut(_Body):
+    subject: str
+    model: str
+    before: VerdictOut
+    after: VerdictOut
+
+
+class DiffComparedOut(_Body):
     subjects: int
-    """How many subjects were compared."""
-    changes: list[ChangeOut]
+    """Subjects whose access could change between the two times."""
+    of_subjects: int
+
+
+class DiffCountsOut(_Body):
+    gained: dict[str, int]
+    lost: dict[str, int]
+    """Per model."""
 
 
 class DiffOut(BaseModel):
-    """Who gained or lost access (an `allow` decision) between two valid times, as known now."""
+    """Who gained or lost access (an `allow` decision) between two valid times, as known at
+    `as_of`: the JSON of `interlock diff --json`."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -212,5 +327,7 @@ class DiffOut(BaseModel):
     to: Time
     as_of: Position
     models: list[str]
-    gained: list[ChangeOut]
-    lost: list[ChangeOut]
+    compared: DiffComparedOut
+    counts: DiffCountsOut
+    gained: list[DiffRowOut]
+    lost: list[DiffRowOut]

@@ -145,7 +145,7 @@ class Service:
         return None if found is None else found.family
 
     @property
-    def reach_indexes(self) -> Reach | None:
+    def candidate_indexes(self) -> Reach | None:
         """The embedded enforcer's candidate indexes, for impact and diff; a replica has none."""
         enforcer = None if self._events is not None else self.engine.follower.enforcer
         return None if enforcer is None else enforcer.reach
@@ -174,7 +174,7 @@ class Service:
 
     # --- decisions --------------------------------------------------------------------------
 
-    async def reach(self, position: int) -> bool:
+    async def wait_for_position(self, position: int) -> bool:
         """Waits (catching up from the store) until the index has applied `position`;
         False when the wait bound passes first."""
         index = self.index

@@ -8,7 +8,7 @@ import orjson
 from fastapi.testclient import TestClient
 
 from domain.decision import Decision, Reason
-from interlock.http.app import DecisionJSON
+from interlock.http.decide import DecisionJSON
 
 from .http_support import AFTER_ORDER, BEFORE_ORDER, ORDER, SETUP
 
@@ -206,8 +206,9 @@ def test_impact_names_the_pairs_the_directive_changed(client: TestClient) -> Non
     impact = answer.json()
     assert impact["position"] == issued
     assert impact["effective_at"] == "2026-11-26T22:21:00+00:00"
-    assert impact["models"] == ["fable-5"]
-    assert impact["subjects"] == 2, "compared: u-us is a settled US citizen, out of reach"
+    assert impact["compared"]["models"] == ["fable-5"]
+    assert impact["compared"]["subjects"] == 2, (
+        "compared: u-us is a settled US citizen, out of reach")
     changed = {(c["subject"], c["model"]): (c["before"]["effect"], c["after"]["effect"])
                for c in impact["changes"]}
     assert changed == {("u-de", "fable-5"): ("allow", "deny"),
