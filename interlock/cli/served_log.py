@@ -1,6 +1,6 @@
 """`interlock decisions query|audit|prune`: the served-decision log of `serve --decision-log`.
 
-Helpers shared with the rest of the command line are imported from `interlock.cli` when a
+Helpers shared with the rest of the command line are imported from `interlock.cli.shell` when a
 command runs (that module adds this sub-app to its own at import).
 """
 
@@ -50,7 +50,7 @@ OPTIONS = {"from": "--from", "to": "--to", "subject": "--subject", "model": "--m
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    from interlock.cli import fail
+    from interlock.cli.shell import fail
 
     return fail(message, code)
 
@@ -126,7 +126,7 @@ def query_command(
     topic_prefix: PrefixOption = "",
 ) -> None:
     """Served decisions, by served time: JSON lines with --json, a table otherwise."""
-    from interlock.cli import emit, out
+    from interlock.cli.shell import emit, out
     from projections.decision_log import LogReadError, query
 
     asked = log_query(subject=subject, model=model, effect=effect, from_=from_, to=to,
@@ -183,7 +183,7 @@ def audit_command(
     Each decision is decided again from the store at its as_of, valid time and context. Exits
     1 naming each decision the rule does not give (decision id and both answers) and each
     entry edited or removed."""
-    from interlock.cli import emit, engine_for
+    from interlock.cli.shell import emit, engine_for
     from projections.decision_log import LogReadError, audit
 
     window = log_query(from_=from_, to=to)
@@ -202,7 +202,7 @@ def audit_command(
 
 
 def _show_audit(report: LogAudit) -> None:
-    from interlock.cli import out
+    from interlock.cli.shell import out
 
     verdict = "[green]ok[/]" if report.ok else "[red]FAILED[/]"
     out.print(f"audit {verdict}: {report.decisions:,} decisions re-decided from the store at "
@@ -245,7 +245,7 @@ def prune_command(
     """Remove entries older than a duration; the prune is recorded in the log.
 
     Each chain stays verifiable from its first kept entry."""
-    from interlock.cli import emit, out
+    from interlock.cli.shell import emit, out
     from projections.decision_log import parse_duration
 
     try:
