@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated, BinaryIO
+from typing import TYPE_CHECKING, Annotated, BinaryIO
 
 import typer
-from pydantic import ValidationError
 from rich.table import Table
 
-from domain.commands import CommandConflict, CommandError, command_error_from
-from domain.decision import Decision
-from domain.queries import DecisionRequest, parse_decision_request_json
 from interlock.cli.shell import (
     TOO_LONG,
     JsonOption,
@@ -29,7 +25,11 @@ from interlock.cli.shell import (
     timestamp_option,
 )
 from interlock.config import store_url
-from interlock.engine import Engine
+
+if TYPE_CHECKING:  # the commands import what they use: `interlock --help` stays quick
+    from domain.decision import Decision
+    from domain.queries import DecisionRequest
+    from interlock.engine import Engine
 
 
 @app.command()
@@ -45,6 +45,8 @@ def apply(
 
     A repeat of an applied `command_id` (same id, same command) is skipped and counted as
     `repeated`; the same id with a different command is refused."""
+    from domain.commands import CommandConflict, CommandError
+
     bad: list[str] = []
     with engine_for(ctx, store, create=True) as engine, open_input(file) as stream:
         with engine.app.batch() as batch:
@@ -110,6 +112,11 @@ def request_of(subject: str, model: str, at: str | None, as_of: int | None,
                known_at: str | None, location: str | None, purpose: str | None
                ) -> DecisionRequest:
     """The options of `decide` and `explain`, validated as an HTTP decide request is."""
+    from pydantic import ValidationError
+
+    from domain.commands import command_error_from
+    from domain.queries import DecisionRequest
+
     try:
         return DecisionRequest(
             subject=subject, model=model, at=timestamp_option(at, "--at"), as_of=as_of,
@@ -139,6 +146,9 @@ def decide_request(engine: Engine, request: DecisionRequest) -> Decision:
 
 def decide_batch(engine: Engine, stream: BinaryIO) -> None:
     """One decision per request line, in order; the first bad line stops here (exit 2)."""
+    from domain.commands import CommandError
+    from domain.queries import parse_decision_request_json
+
     for number, line in input_lines(stream):
         if line is None:
             raise fail(line_error(number, TOO_LONG))

@@ -7,12 +7,13 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
+from rich.padding import Padding
+from rich.table import Column, Table
 
-from domain.commands import CommandError
 from domain.limits import MAX_COMMAND_BYTES
 from interlock.cli.decisions import request_of
 from interlock.cli.shell import (
+    DEFAULT_LIMIT,
     JsonOption,
     LimitOption,
     StoreOption,
@@ -26,6 +27,7 @@ from interlock.cli.shell import (
     out,
     progress_bar,
     read_command,
+    table,
     timestamp_option,
 )
 
@@ -38,15 +40,31 @@ def _utc(value: str | None) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
 
 
-def _reasons(verdict: dict[str, Any]) -> str:
-    return ", ".join(f"{r['code']}={literal(r['ref'])}" if r["ref"] else r["code"]
+def _reasons(verdict: dict[str, Any], between: str = ", ") -> str:
+    return between.join(f"{r['code']}={literal(r['ref'])}" if r["ref"] else r["code"]
                      for r in verdict["reasons"])
 
 
-def _effect(verdict: dict[str, Any]) -> str:
+def _effect(verdict: dict[str, Any], cell: bool = False) -> str:
+    """A verdict and its reasons; in a table `cell`, each reason on a line of its own, so that
+    a narrow column breaks between reasons rather than inside one."""
     colour = {"allow": "green", "deny": "red", "route": "yellow"}[verdict["effect"]]
     routed = f" → {literal(verdict['route_to'])}" if verdict.get("route_to") else ""
-    return f"[{colour}]{verdict['effect']}{routed}[/] [dim]{_reasons(verdict)}[/]"
+    reasons = _reasons(verdict, "\n" if cell else ", ")
+    return f"[{colour}]{verdict['effect']}{routed}[/]{chr(10) if cell else ' '}[dim]{reasons}[/]"
+
+
+def time_column(header: str) -> Column:
+    """A column of times, wide enough for a time's date and clock each on one line."""
+    return Column(header, min_width=len("00:00:00.000Z"), overflow="fold")
+
+
+def _valid(start: str | None, end: str | None) -> str:
+    return f"{_utc(start)} → {_utc(end)}"
+
+
+def _recorded(fact: dict[str, Any]) -> str:
+    return f"{_utc(fact['recorded_at'])}\nposition {fact['position']:,}"
 
 
 def _more(shown: int, total: int) -> None:
@@ -61,7 +79,7 @@ def history(
     model: Annotated[str | None, typer.Option(help="Only this model version.")] = None,
     from_: Annotated[str | None, typer.Option("--from", help="Changes from this time.")] = None,
     to: Annotated[str | None, typer.Option(help="Changes up to this time.")] = None,
-    limit: LimitOption = 100,
+    limit: LimitOption = DEFAULT_LIMIT,
     as_json: JsonOption = False,
     store: StoreOption = None,
 ) -> None:
@@ -84,61 +102,61 @@ def history(
         emit(data)
         return
     out.print(f"[bold]{literal(subject)}[/] as known at position {data['as_of']:,} (times in UTC)")
-    facts_table = Table("kind", "values", "valid from", "valid until", "recorded", "position",
-                        "source", "evidence", title="Attestations", title_justify="left")
+    # Validity and recording each in one column, a time over two lines: the tables fit 80
+    # columns with every header whole.
+    facts_table = table("kind", "values", time_column("valid"), time_column("recorded"),
+                        "source, evidence", title="Attestations")
     for a in data["attestations"]:
         values = "; ".join(f"{k}: {', '.join(map(literal, v)) or '—'}"
                            for k, v in a["values"].items())
-        facts_table.add_row(a["kind"], values, _utc(a["valid_from"]), _utc(a["valid_until"]),
-                            _utc(a["recorded_at"]), f"{a['position']:,}", literal(a["source"]),
-                            literal(a["evidence"] or ""))
+        facts_table.add_row(a["kind"], values, _valid(a["valid_from"], a["valid_until"]),
+                            _recorded(a), literal(a["source"]) + (
+                                f"\n{literal(a['evidence'])}" if a["evidence"] else ""))
     for r in data["revocations"]:
-        facts_table.add_row(f"{r['kind']} revoked", "", _utc(r["effective_at"]), "",
-                            _utc(r["recorded_at"]), f"{r['position']:,}", "", "")
+        facts_table.add_row(f"{r['kind']} revoked", "", f"from {_utc(r['effective_at'])}",
+                            _recorded(r), "")
     out.print(facts_table)
-    grants = Table("entitlement", "grantee", "models", "valid from", "valid until", "recorded",
-                   "position", "revoked", title="Entitlements", title_justify="left")
+    grants = table("entitlement", "grantee", "models", time_column("valid"),
+                   time_column("recorded"), title="Entitlements")
     for e in data["entitlements"]:
         ((kind, grantee),) = e["grantee"].items()
-        revoked = ", ".join(f"{_utc(r['effective_at'])} (pos {r['position']:,})"
-                            for r in e["revocations"])
+        revoked = "".join(f"\nrevoked from {_utc(r['effective_at'])} at position "
+                          f"{r['position']:,}" for r in e["revocations"])
         grants.add_row(literal(e["entitlement"]), f"{kind} {literal(grantee)}",
                        ", ".join(map(literal, e["models"])),
-                       _utc(e["valid_from"]), _utc(e["valid_until"]), _utc(e["recorded_at"]),
-                       f"{e['position']:,}", revoked)
+                       _valid(e["valid_from"], e["valid_until"]) + revoked, _recorded(e))
     out.print(grants)
     out.print("\n[bold]Decision changes, as decided at each moment[/]")
     for change in data["changes"][:limit]:
         cause = change["cause"]
         mark = {"lost": "[red]▼ lost[/]", "gained": "[green]▲ gained[/]"}.get(
             change["access"] or "", "· changed")
-        out.print(f"{_utc(change['at'])}  [bold]{literal(change['model'])}[/]  {mark}  "
-                  f"{_effect(change['before'])} → {_effect(change['after'])}")
-        out.print(f"    [dim]{change['kind']}:[/] {cause['event']} {literal(cause['ref'])} at "
-                  "position "
-                  f"{cause['position']:,}, recorded {_utc(cause['recorded_at'])}")
+        out.print(f"{_utc(change['at'])}  [bold]{literal(change['model'])}[/]  {mark}")
+        out.print(Padding(f"{_effect(change['before'])} → {_effect(change['after'])}\n"
+                          f"[dim]{change['kind']}:[/] {cause['event']} {literal(cause['ref'])} "
+                          f"at position {cause['position']:,}, recorded "
+                          f"{_utc(cause['recorded_at'])}", (0, 0, 0, 4)))
     _more(limit, len(data["changes"]))
-    now = Table("model", "decision now", title="Now", title_justify="left")
+    now = table("model", "decision now", title="Now")
     for decision in data["decisions"]:
-        now.add_row(literal(decision["model"]), _effect(decision))
+        now.add_row(literal(decision["model"]), _effect(decision, cell=True))
     out.print(now)
 
 
 def _impact_table(data: dict[str, Any]) -> Table:
     models = data["compared"]["models"]
-    table = Table("reason", *map(literal, models), "pairs", "subjects",
-                  title="Changed decisions by reason",
-                  title_justify="left")
+    by_reason = table("reason", *map(literal, models), "pairs", "subjects",
+                      title="Changed decisions by reason")
     for group in data["groups"]:
         label = ("unknown " + ", ".join(group["unknown_attributes"])
                  if group["group"] == "unknown_attribute" else "meets the predicate")
-        table.add_row(label, *(f"{group['by_model'].get(m, 0):,}" for m in models),
-                      f"{group['pairs']:,}", f"{group['subjects']:,}")
+        by_reason.add_row(label, *(f"{group['by_model'].get(m, 0):,}" for m in models),
+                          f"{group['pairs']:,}", f"{group['subjects']:,}")
     changed = data["changed"]
-    table.add_row("[bold]total[/]", *(f"[bold]{changed['by_model'].get(m, 0):,}[/]"
-                                      for m in models),
-                  f"[bold]{changed['pairs']:,}[/]", f"[bold]{changed['subjects']:,}[/]")
-    return table
+    by_reason.add_row("[bold]total[/]", *(f"[bold]{changed['by_model'].get(m, 0):,}[/]"
+                                          for m in models),
+                      f"[bold]{changed['pairs']:,}[/]", f"[bold]{changed['subjects']:,}[/]")
+    return by_reason
 
 
 @app.command()
@@ -149,14 +167,14 @@ def impact(
         str | None, typer.Option("--what-if", help="An issue_directive command (JSON file, or "
                                  "- for stdin) to evaluate on current facts without storing it.")
     ] = None,
-    limit: LimitOption = 20,
+    limit: LimitOption = DEFAULT_LIMIT,
     as_json: JsonOption = False,
     store: StoreOption = None,
 ) -> None:
     """Every (subject, model) whose decision DIRECTIVE changed, grouped by reason.
 
     Decisions at its effective time, as known just before and just after its position."""
-    from domain.commands import IssueDirective
+    from domain.commands import CommandError, IssueDirective
     from projections import compliance
 
     if (directive is None) == (what_if is None):
@@ -195,13 +213,12 @@ def impact(
               f"and {compared['after']:,}: {compared['subjects']:,} candidate subjects of "
               f"{compared['of_subjects']:,}")
     out.print(_impact_table(data))
-    rows = Table("subject", "model", "why", "before", "after", title="Changes",
-                 title_justify="left")
+    rows = table("subject", "model", "why", "before", "after", title="Changes")
     for row in data["changes"][:limit]:
         why = ("unknown " + ", ".join(row["unknown_attributes"])
                if row["group"] == "unknown_attribute" else "meets the predicate")
-        rows.add_row(literal(row["subject"]), literal(row["model"]), why, _effect(row["before"]),
-                     _effect(row["after"]))
+        rows.add_row(literal(row["subject"]), literal(row["model"]), why,
+                     _effect(row["before"], cell=True), _effect(row["after"], cell=True))
     out.print(rows)
     _more(limit, len(data["changes"]))
 
@@ -217,7 +234,7 @@ def diff(
     as_of: Annotated[
         int | None, typer.Option(help="As known at this position (default: now).")
     ] = None,
-    limit: LimitOption = 20,
+    limit: LimitOption = DEFAULT_LIMIT,
     as_json: JsonOption = False,
     store: StoreOption = None,
 ) -> None:
@@ -238,17 +255,17 @@ def diff(
     out.print(f"from {_utc(data['from'])} to {_utc(data['to'])}, as known at position "
               f"{data['as_of']:,} ({data['compared']['subjects']:,} of "
               f"{data['compared']['of_subjects']:,} subjects could change)")
-    counts = Table("model", "lost", "gained", title="Access changes", title_justify="left")
+    counts = table("model", "lost", "gained", title="Access changes")
     for name in data["models"]:
         counts.add_row(literal(name), f"{data['counts']['lost'].get(name, 0):,}",
                        f"{data['counts']['gained'].get(name, 0):,}")
     out.print(counts)
     for label in ("lost", "gained"):
-        rows = Table("subject", "model", f"at {_utc(data['from'])}", f"at {_utc(data['to'])}",
-                     title=label.capitalize(), title_justify="left")
+        rows = table("subject", "model", f"at {_utc(data['from'])}", f"at {_utc(data['to'])}",
+                     title=label.capitalize())
         for row in data[label][:limit]:
-            rows.add_row(literal(row["subject"]), literal(row["model"]), _effect(row["before"]),
-                         _effect(row["after"]))
+            rows.add_row(literal(row["subject"]), literal(row["model"]),
+                         _effect(row["before"], cell=True), _effect(row["after"], cell=True))
         out.print(rows)
         _more(limit, len(data[label]))
 

@@ -11,9 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from pydantic import ValidationError
 
-from domain.commands import command_error_from
 from interlock.cli.shell import (
     KafkaOption,
     PrefixOption,
@@ -25,7 +23,6 @@ from interlock.cli.shell import (
     out,
 )
 from interlock.config import DEMO_STORE, StoreMissing, StoreURLError
-from interlock.engine import open_engine
 
 
 @app.command()
@@ -76,6 +73,7 @@ def snapshot(
     import threading
     import time
 
+    from interlock.engine import open_engine
     from projections.snapshot import write_snapshot
 
     target = file or os.environ.get("INTERLOCK_SNAPSHOT")
@@ -262,6 +260,9 @@ def serve(
     store: StoreOption = None,
 ) -> None:
     """Serve the HTTP API (FastAPI on uvicorn); OpenAPI at /docs."""
+    from pydantic import ValidationError
+
+    from domain.commands import command_error_from
     from interlock.auth import ConfigError, Tokens
     from interlock.http.server import is_loopback, run
     from interlock.http.settings import ServeSettings

@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from domain.commands import CommandError, load_json
 from interlock.cli.shell import (
     TOO_LONG,
     JsonOption,
@@ -41,6 +40,7 @@ def sign(
 ) -> None:
     """Sign directive commands (other commands pass through unchanged); a directive command
     without a command_id gets a fresh one, which the signature covers."""
+    from domain.commands import CommandError, load_json
     from interlock.auth import ConfigError
     from interlock.signing import generate_key as new_key
     from interlock.signing import load_private_key, private_key_pem, public_key_b64, sign_command

@@ -3,6 +3,7 @@ reading input, refusing it, printing answers."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import sys
@@ -10,17 +11,83 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, BinaryIO
+from typing import TYPE_CHECKING, Annotated, Any, BinaryIO
 
+import click
 import typer
-from pydantic import TypeAdapter, ValidationError
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Column, Table
+from typer.core import TyperGroup
 
-from domain.commands import Command, CommandError, Timestamp, command_error_from, parse_command_json
 from domain.limits import MAX_COMMAND_BYTES
 from interlock.config import StoreMissing, StoreURLError
-from interlock.engine import Engine, open_engine
+
+if TYPE_CHECKING:  # imported where a command needs them: `import interlock.cli` stays quick
+    from domain.commands import Command
+    from interlock.engine import Engine
+
+SIGPIPE_EXIT = 141
+"""The exit status of a command whose reader closed the pipe (128 + SIGPIPE, as the shell
+reports a process the signal ended)."""
+
+GLOBAL_OPTIONS = ("--store", "--snapshot", "--officer-keys")
+"""The options of `interlock` itself, accepted after the subcommand too."""
+
+
+def _options_of(command: click.Command) -> set[str]:
+    found = {name for param in command.params for name in param.opts}
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            found |= _options_of(sub)
+    return found
+
+
+def hoisted(group: click.Group, ctx: click.Context, args: list[str]) -> list[str]:
+    """ARGS with each global option written after the subcommand moved before it, so that it
+    means the same wherever it is written; a subcommand that takes the option itself (`--store`
+    on most, `--officer-keys` on serve) keeps it, and uses it with that same meaning."""
+    at = 0
+    while at < len(args) and args[at].startswith("-"):
+        at += 2 if args[at] in GLOBAL_OPTIONS else 1
+    command = group.get_command(ctx, args[at]) if at < len(args) else None
+    if command is None:
+        return args
+    own = _options_of(command)
+    front, rest = args[:at], [args[at]]
+    tail = iter(args[at + 1:])
+    for arg in tail:
+        if arg == "--":
+            rest += [arg, *tail]
+            break
+        name = arg.split("=", 1)[0]
+        if name not in GLOBAL_OPTIONS or name in own:
+            rest.append(arg)
+            continue
+        front.append(arg)
+        if "=" not in arg and (value := next(tail, None)) is not None:
+            front.append(value)
+    return front + rest
+
+
+class InterlockGroup(TyperGroup):
+    """The top-level command group: global options after the subcommand (see `hoisted`)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, hoisted(self, ctx, args))
+
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Runs the command; a reader that closed the pipe (`| head`) ends it quietly."""
+        try:
+            result = super().invoke(ctx)
+            sys.stdout.flush()
+            return result
+        except BrokenPipeError:
+            # Nothing more can be said, and the output still buffered would fail again at
+            # exit: it goes to /dev/null (the recipe of Python's signal documentation).
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(SIGPIPE_EXIT) from None
 
 
 class Interlock(typer.Typer):
@@ -41,6 +108,7 @@ app = Interlock(
     help="Interlock: event-sourced access control and export compliance for AI models.",
     no_args_is_help=True,
     add_completion=False,
+    cls=InterlockGroup,
     pretty_exceptions_enable=False,
 )
 out = Console(emoji=False)
@@ -66,7 +134,24 @@ SnapshotOption = Annotated[
     ),
 ]
 
-_TIMESTAMP = TypeAdapter(Timestamp)
+def show_version(wanted: bool) -> None:
+    """`--version`: the installed package's version, from its metadata."""
+    if wanted:
+        from importlib.metadata import version
+
+        sys.stdout.write(f"interlock {version('interlock')}\n")
+        raise typer.Exit()
+
+
+def reflow(typer_app: typer.Typer) -> None:
+    """Each command's help as paragraphs, for rich to wrap at the terminal's width, instead of
+    lines broken where the docstring's source breaks them (mid-sentence at 80 columns)."""
+    for info in typer_app.registered_commands:
+        text = inspect.cleandoc(info.help or (info.callback and info.callback.__doc__) or "")
+        info.help = "\n\n".join(" ".join(part.split()) for part in text.split("\n\n"))
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            reflow(group.typer_instance)
 
 
 @app.callback()
@@ -82,6 +167,10 @@ def main(
             "must then be signed on every path. Default: INTERLOCK_OFFICER_KEYS (inline).",
         ),
     ] = None,
+    version: Annotated[
+        bool, typer.Option("--version", is_eager=True, callback=show_version,
+                           help="Print Interlock's version and exit.")
+    ] = False,
 ) -> None:
     ctx.obj = store
     if snapshot:
@@ -123,6 +212,7 @@ def engine_for(
     """The engine on the chosen store. Only writers `create` it: a read-only command on a
     store that does not exist stops with exit 2 rather than answer from an empty one."""
     from interlock.auth import ConfigError
+    from interlock.engine import open_engine
     from projections.audit import ChainRefused
 
     try:
@@ -149,10 +239,11 @@ def open_input(path: str) -> Iterator[BinaryIO]:
         yield sys.stdin.buffer
         return
     try:
-        with Path(path).open("rb") as stream:
-            yield stream
+        stream = Path(path).open("rb")  # noqa: SIM115 (closed below; only opening is refused)
     except OSError as error:
         raise fail(f"{path}: {error.strerror}") from None
+    with stream:  # an OSError while it is read (a closed stdout, say) is not the file's
+        yield stream
 
 
 TOO_LONG = f"longer than the limit of {MAX_COMMAND_BYTES:,} bytes"
@@ -175,6 +266,8 @@ def input_lines(stream: BinaryIO) -> Iterator[tuple[int, bytes | None]]:
 def read_command(line: bytes | None) -> Command:
     """A command from the bytes of a line (None: too long) or a file, read by the domain's
     strict reader (UTF-8, repeated keys, size: see `domain.commands.load_json`)."""
+    from domain.commands import CommandError, parse_command_json
+
     if line is None:
         raise CommandError("", TOO_LONG)
     return parse_command_json(line)
@@ -187,10 +280,23 @@ def line_error(number: int, problem: object) -> str:
 def timestamp_option(value: str | None, name: str) -> datetime | None:
     if value is None:
         return None
+    from pydantic import TypeAdapter, ValidationError
+
+    from domain.commands import Timestamp, command_error_from
+
     try:
-        return _TIMESTAMP.validate_python(value)
+        return TypeAdapter(Timestamp).validate_python(value)
     except ValidationError as error:
         raise fail(f"{name}: {command_error_from(error).message}") from None
+
+
+def table(*headers: str | Column, title: str | None = None) -> Table:
+    """A table readable at 80 columns and in pipes: no header is cut (a column is at least as
+    wide as its header's longest word), and a cell too long for its column folds onto the
+    next line instead of losing its end, so that an id prints whole."""
+    columns = [header if isinstance(header, Column) else Column(
+        header, min_width=max(map(len, header.split())), overflow="fold") for header in headers]
+    return Table(*columns, title=title, title_justify="left")
 
 
 def emit(data: Any) -> None:
@@ -205,8 +311,10 @@ PrefixOption = Annotated[
     str, typer.Option("--topic-prefix", help="Prefix for the four topic names.")
 ]
 
+DEFAULT_LIMIT = 20
+"""Rows `history`, `impact` and `diff` print per table unless told otherwise: one default."""
 LimitOption = Annotated[
-    int, typer.Option("--limit", help="Rows to print per table (--json prints all).")
+    int, typer.Option("--limit", min=0, help="Rows to print per table (--json prints all).")
 ]
 
 

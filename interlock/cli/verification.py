@@ -22,7 +22,6 @@ from interlock.cli.shell import (
     timestamp_option,
 )
 from interlock.config import StoreMissing, StoreURLError
-from interlock.engine import open_engine
 
 
 @app.command()
@@ -146,6 +145,7 @@ def _verify(url: str | None, moment: datetime, expect_head: str | None,
             expected: tuple[int | None, str] | None,
             anchors: tuple[Any, list[Any], list[Any]] | None, decisions: bool,
             as_json: bool) -> None:
+    from interlock.engine import open_engine
     from projections import audit
     from projections.checkpoints import check_checkpoints
 
