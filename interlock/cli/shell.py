@@ -76,7 +76,6 @@ class InterlockGroup(TyperGroup):
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         return super().parse_args(ctx, hoisted(self, ctx, args))
 
-
     def invoke(self, ctx: click.Context) -> Any:
         """Runs the command; a reader that closed the pipe (`| head`) ends it quietly."""
         try:
