@@ -173,9 +173,9 @@ def _tell(console: Console, engine: Engine, clock: DemoClock, size: int, store: 
         engine.catch_up()
     kinds = ", ".join(f"{n:,} {k}s" if not k.startswith("nat") else f"{n:,} with {k}"
                       for k, n in population.kinds.most_common())
-    console.print(f"[dim]09:00 ET[/]  {size:,} subjects on the store: {kinds}.")
-    console.print(f"          {loaded.applied:,} commands applied, store at position "
-                  f"{loaded.position:,} ({store}).")
+    _entry(console, "[dim]09:00 ET[/]", f"{size:,} subjects on the store: {kinds}.")
+    _entry(console, "", f"{loaded.applied:,} commands applied, store at position "
+           f"{loaded.position:,} ({store}).")
 
     clock.set(et(17, 21))
     before = engine.app.position
@@ -183,8 +183,9 @@ def _tell(console: Console, engine: Engine, clock: DemoClock, size: int, store: 
     engine.catch_up()
     recorded = engine.index.facts.recorded_at(order.position)
     assert recorded is not None
-    console.print(
-        f"[bold]17:21 ET[/]  order [bold]{ORDER}[/] (US Dept. of Commerce, BIS) received and "
+    _entry(
+        console, "[bold]17:21 ET[/]",
+        f"order [bold]{ORDER}[/] (US Dept. of Commerce, BIS) received and "
         f"recorded at {recorded.astimezone(ET).isoformat(timespec='milliseconds')}, position "
         f"{order.position}: foreign nationals lose fable-5 and mythos-5, wherever they are, "
         "employees included."
@@ -202,8 +203,8 @@ def _tell(console: Console, engine: Engine, clock: DemoClock, size: int, store: 
     console.print(table)
     untouched = "opus-4.8"
     allowed = sum(engine.index.decide(s, untouched, at=moment).effect == "allow" for s in subjects)
-    console.print(f"          every other model is untouched: {untouched} still serves "
-                  f"{allowed:,} subjects, {by_model[untouched]} changes.")
+    _entry(console, "", f"every other model is untouched: {untouched} still serves "
+           f"{allowed:,} subjects, {by_model[untouched]} changes.")
 
     clock.set(et(17, 40))
     attestations = late_passports(population)
@@ -213,8 +214,9 @@ def _tell(console: Console, engine: Engine, clock: DemoClock, size: int, store: 
     engine.catch_up()
     restored = list(changes(engine, verified, et(17, 40, 30), before_restore,
                             restored_at.position))
-    console.print(
-        f"[bold]17:40 ET[/]  {len(attestations):,} passport attestations arrive for employees "
+    _entry(
+        console, "[bold]17:40 ET[/]",
+        f"{len(attestations):,} passport attestations arrive for employees "
         f"whose nationality was unknown: {len({s for s, *_ in restored}):,} verified US persons "
         f"get back {len(restored):,} (subject, model) grants."
     )
@@ -223,17 +225,27 @@ def _tell(console: Console, engine: Engine, clock: DemoClock, size: int, store: 
     asked = et(17, 25)
     then = engine.index.decide(subject, "fable-5", at=asked, known_at=asked)
     now = engine.index.decide(subject, "fable-5", at=asked)
-    console.print(
-        f"[bold]Officer[/]  \"Why was {subject} denied fable-5 at 17:25, and was that right?\""
-    )
-    console.print(f"          as known at 17:25 (position {then.as_of:,}): "
-                  f"[red]{then.effect}[/], because {_because(then)}")
-    console.print(f"          as known now (position {now.as_of:,}): "
-                  f"[green]{now.effect}[/], because {_because(now)}: the passport recorded at "
-                  "17:40 shows a US citizen since birth.")
-    console.print(f"[dim]Ask it yourself: interlock decide {subject} fable-5 --at "
-                  f"{asked.isoformat()} --known-at {asked.isoformat()} "
-                  f"--store {store}[/]")
+    _entry(console, "[bold]Officer[/]",
+           f"\"Why was {subject} denied fable-5 at 17:25, and was that right?\"")
+    _entry(console, "", f"as known at 17:25 (position {then.as_of:,}): "
+           f"[red]{then.effect}[/], because {_because(then)}")
+    _entry(console, "", f"as known now (position {now.as_of:,}): "
+           f"[green]{now.effect}[/], because {_because(now)}: the passport recorded at "
+           "17:40 shows a US citizen since birth.")
+    console.print("[dim]Ask it yourself:[/]")
+    # One line however narrow the terminal, so that it can be copied as it is.
+    console.print(f"[dim]interlock decide {subject} fable-5 --at {asked.isoformat()} "
+                  f"--known-at {asked.isoformat()} --store {store}[/]", soft_wrap=True)
+
+
+def _entry(console: Console, when: str, text: str) -> None:
+    """One line of the timeline: its time in a column of its own, the text wrapped beside it
+    (never back under the time), at any width."""
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(width=8, no_wrap=True)
+    grid.add_column()
+    grid.add_row(when, text)
+    console.print(grid)
 
 
 def _because(decision: Any) -> str:

@@ -1,7 +1,6 @@
 """`interlock decisions query|audit|prune`: the served-decision log of `serve --decision-log`.
 
-Helpers shared with the rest of the command line are imported from `interlock.cli` when a
-command runs (that module adds this sub-app to its own at import).
+`interlock.cli` adds this sub-app to its own as `decisions`.
 """
 
 from __future__ import annotations
@@ -13,12 +12,11 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from pydantic import ValidationError
 from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from domain.commands import command_error_from
+from interlock.cli.shell import emit, engine_for, fail, out
 from interlock.decision_log import DecisionLogError, destination, open_decision_log, replica_id
 
 if TYPE_CHECKING:  # imported by the commands that use them: `interlock --help` stays quick
@@ -49,11 +47,6 @@ OPTIONS = {"from": "--from", "to": "--to", "subject": "--subject", "model": "--m
            "effect": "--effect", "limit": "--limit"}
 
 
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    from interlock.cli import fail
-
-    return fail(message, code)
-
 
 @contextmanager
 def opened_log(given: str | None, kafka: str | None, prefix: str,
@@ -63,19 +56,19 @@ def opened_log(given: str | None, kafka: str | None, prefix: str,
 
     dest = destination(given)
     if dest is None:
-        raise _fail("--log: give the decision log: sqlite:///PATH, postgresql://... or kafka "
+        raise fail("--log: give the decision log: sqlite:///PATH, postgresql://... or kafka "
                     "(or set INTERLOCK_DECISION_LOG)")
     try:
         log = open_decision_log(dest, kafka, prefix, durable=durable)
     except (DecisionLogError, ValueError) as error:
-        raise _fail(f"--log: {error}") from None
+        raise fail(f"--log: {error}") from None
     except KafkaError as error:
-        raise _fail(f"--kafka: {type(error).__name__}: {error}") from None
+        raise fail(f"--kafka: {type(error).__name__}: {error}") from None
     except (OSError, sqlite3.Error) as error:
-        raise _fail(f"--log: cannot open {dest}: {error}") from None
+        raise fail(f"--log: cannot open {dest}: {error}") from None
     except Exception as error:  # psycopg's OperationalError and kin: no server, bad login
         if type(error).__module__.startswith("psycopg"):
-            raise _fail(f"--log: cannot open {dest}: {error}") from None
+            raise fail(f"--log: cannot open {dest}: {error}") from None
         raise
     try:
         yield log
@@ -85,6 +78,9 @@ def opened_log(given: str | None, kafka: str | None, prefix: str,
 
 def log_query(**given: Any) -> LogQuery:
     """Filters validated as `GET /v1/decisions` validates them, each refusal naming its option."""
+    from pydantic import ValidationError
+
+    from domain.commands import command_error_from
     from projections.decision_log import LogQuery
 
     try:
@@ -93,7 +89,7 @@ def log_query(**given: Any) -> LogQuery:
     except ValidationError as error:
         problem = command_error_from(error)
         option = OPTIONS.get(problem.field, problem.field)
-        raise _fail(f"{option}: {problem.message}") from None
+        raise fail(f"{option}: {problem.message}") from None
 
 
 def _utc(moment: datetime | None, digits: int = 3) -> str:
@@ -126,7 +122,6 @@ def query_command(
     topic_prefix: PrefixOption = "",
 ) -> None:
     """Served decisions, by served time: JSON lines with --json, a table otherwise."""
-    from interlock.cli import emit, out
     from projections.decision_log import LogReadError, query
 
     asked = log_query(subject=subject, model=model, effect=effect, from_=from_, to=to,
@@ -135,7 +130,7 @@ def query_command(
         try:
             entries, more = query(opened, asked)
         except LogReadError as error:
-            raise _fail(f"decisions query: {error}; `interlock decisions audit` checks the "
+            raise fail(f"decisions query: {error}; `interlock decisions audit` checks the "
                         "log", 1) from None
     if as_json:
         for entry in entries:
@@ -183,7 +178,6 @@ def audit_command(
     Each decision is decided again from the store at its as_of, valid time and context. Exits
     1 naming each decision the rule does not give (decision id and both answers) and each
     entry edited or removed."""
-    from interlock.cli import emit, engine_for
     from projections.decision_log import LogReadError, audit
 
     window = log_query(from_=from_, to=to)
@@ -192,7 +186,7 @@ def audit_command(
             with engine.index.lock:
                 report = audit(opened, engine.index.facts, window.from_, window.to)
         except LogReadError as error:
-            raise _fail(f"decisions audit: FAILED: unreadable entry: {error}", 1) from None
+            raise fail(f"decisions audit: FAILED: unreadable entry: {error}", 1) from None
     if as_json:
         emit(report.to_json())
     else:
@@ -202,8 +196,6 @@ def audit_command(
 
 
 def _show_audit(report: LogAudit) -> None:
-    from interlock.cli import out
-
     verdict = "[green]ok[/]" if report.ok else "[red]FAILED[/]"
     out.print(f"audit {verdict}: {report.decisions:,} decisions re-decided from the store at "
               f"their as_of (store at position {report.position:,}): {report.agreed:,} agree, "
@@ -245,13 +237,12 @@ def prune_command(
     """Remove entries older than a duration; the prune is recorded in the log.
 
     Each chain stays verifiable from its first kept entry."""
-    from interlock.cli import emit, out
     from projections.decision_log import parse_duration
 
     try:
         cutoff = datetime.now(UTC) - parse_duration(older_than)
     except ValueError as error:
-        raise _fail(f"--older-than: {error}") from None
+        raise fail(f"--older-than: {error}") from None
     with opened_log(log, kafka, topic_prefix, durable=True) as opened:
         result = opened.prune(cutoff, replica_id())
     if as_json:
