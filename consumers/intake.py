@@ -13,8 +13,11 @@ Any exception raised while decoding, validating or applying one message is that 
 refusal: a wrong field, invalid UTF-8, an out-of-range time, a predicate too deep to serialise,
 a missing signature, a `command_id` reused for another command. Faults of the store itself
 (`STORE_FAULTS`: locked, unreachable, I/O) are not: the messages not yet stored are retried with
-backoff, never dead-lettered and never skipped. A refusal does not cost the other commands of the
-poll: those before it are stored with it, those after it are applied after it.
+backoff, never dead-lettered and never skipped. Nor is any failure of the store write that
+ends a poll: the commands are validated and applied by then, so it is the store's (the hash
+chain refusing a log it did not write, say), and it is retried until the store takes it. A
+refusal does not cost the other commands of the poll: those before it are stored with it, those
+after it are applied after it.
 
 **Refusals and offsets are committed together.** Each poll first commits its refusals to the
 DLQ in one Kafka transaction (transactional id `<prefix>interlock-intake`), then stores its
@@ -90,6 +93,11 @@ def reason(error: BaseException) -> str:
     text = str(error) if isinstance(error, CommandError | CodecError) else (
         f"{type(error).__name__}: {error}")
     return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
+
+
+class StoreRefused(Exception):
+    """The store refused a write for a reason of its own (the hash chain refusing a log it did
+    not write, say): a fault of the store, waited out like STORE_FAULTS, never a refusal."""
 
 
 @dataclass(frozen=True)
@@ -201,6 +209,8 @@ class Intake:
                 pending = pending[self._segment(partition, pending):]
         except STORE_FAULTS as fault:
             return fault
+        except StoreRefused as fault:
+            return fault.__cause__
         return None
 
     def _segment(self, partition: int, records: Sequence[ConsumerRecord]) -> int:
@@ -233,7 +243,12 @@ class Intake:
                 refusals.append(Refusal(record, error))
                 break
         self._dead_letter(partition, refusals)
-        batch.flush()
+        try:
+            batch.flush()
+        except STORE_FAULTS:
+            raise
+        except Exception as error:
+            raise StoreRefused(error) from error
         self.stored[partition] = records[consumed - 1].offset + 1
         self.dead_lettered[partition] = {o for o in self.dead_lettered[partition]
                                          if o >= self.stored[partition]}

@@ -155,7 +155,7 @@ class Relay:
             self._refused(notifications[: refused + 1], sent[refused].exception)
         if sent:
             self.position = notifications[len(sent) - 1].id
-            self.app.recorder.insert_tracking(Tracking(self.tracking_name, self.position))
+            self._track()
         if problem is not None:
             raise problem
         return len(sent)
@@ -174,6 +174,16 @@ class Relay:
             self._transaction(before)
         raise Unpublishable(last.id, _event_type(last),
                             f"the broker refused it ({type(error).__name__})")
+
+    def _track(self) -> None:
+        """Records the position published in the store, to resume from. The events topic has it
+        too (a restart takes the later of the two), so a store that refuses the write costs a
+        warning, not the relay."""
+        try:
+            self.app.recorder.insert_tracking(Tracking(self.tracking_name, self.position))
+        except Exception as error:
+            log.warning("interlock relay: published up to %d; could not record it in the store "
+                        "(%s)", self.position, error)
 
     def _abort(self) -> None:
         with contextlib.suppress(KafkaError):

@@ -15,6 +15,7 @@ from kafka.admin import ConfigResource, ConfigResourceType
 
 from consumers.kafka import ensure_topics, header
 from domain.limits import KAFKA_MAX_MESSAGE_BYTES
+from interlock.engine import open_engine
 from schemas.codec import decode
 from tests.adversarial.kafka_support import (
     Deployment,
@@ -89,6 +90,7 @@ def test_two_deployments_on_one_broker_run_side_by_side(
     east, west = (Deployment(kafka_bootstrap, tmp_path) for _ in range(2))
     for deployment in (east, west):
         ensure_topics(kafka_bootstrap, deployment.topics)
+        open_engine(deployment.store, catch_up=False).close()  # as compose's store-init does
     try:
         for deployment in (east, west):
             for name in ("relay", "enforce", "intake"):
