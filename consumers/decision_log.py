@@ -1,9 +1,10 @@
 """The decision log on Kafka: the topic `interlock.decisions`, one Avro single-object record
 (`decision_log_entry`, schemas/) per entry, keyed by subject (prune records by `prune`).
 
-A group commit is produced with `acks=all` and flushed: it is durable once every record of it
-is acknowledged. The topic is created with `retention.ms=-1`, so the broker never drops an
-entry by age on its own: entries go only through `prune`, which keeps the chains verifiable.
+A group commit is one Kafka transaction (so `acks=all`): durable once committed, and read
+(`read_committed`) all or none. The topic is created with `retention.ms=-1`, so the broker
+never drops an entry by age on its own: entries go only through `prune`, which keeps the chains
+verifiable.
 
 Reads (query, audit, prune) read the whole topic into a `MemoryLog`; a log kept for years and
 queried often is better kept in PostgreSQL. Pruning deletes a prefix of each partition
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
@@ -50,6 +52,8 @@ PARTITIONS = 3
 PRUNE_KEY = b"prune"
 READ_IDLE_SECONDS = 30.0
 """A read of the topic gives up when no record arrives for this long before its end."""
+TRANSACTION_TIMEOUT_MS = 10_000
+"""A writer that dies inside a commit holds readers back at most this long."""
 
 (RECORD,) = DECISION_LOG_RECORDS
 
@@ -120,29 +124,36 @@ class KafkaDecisionLog:
     def _produce(self) -> KafkaProducer:
         if self._producer is None:
             self._producer = KafkaProducer(
-                bootstrap_servers=self.bootstrap, acks="all", linger_ms=0,
-                max_request_size=KAFKA_MAX_MESSAGE_BYTES, client_id="interlock-decision-log")
+                bootstrap_servers=self.bootstrap, linger_ms=0,
+                max_request_size=KAFKA_MAX_MESSAGE_BYTES, client_id="interlock-decision-log",
+                transactional_id=f"interlock-decisions-{uuid.uuid4()}",
+                transaction_timeout_ms=TRANSACTION_TIMEOUT_MS)
+            self._producer.init_transactions()
         return self._producer
 
     def append(self, entries: Sequence[Entry]) -> None:
+        """One Kafka transaction per group commit: a reader sees all of it or none."""
         producer = self._produce()
         encode = self.registry.encode
-        sent = [
-            producer.send(self.topic, key=PRUNE_KEY if e.served is None
-                          else e.served.decision.subject.encode(),
-                          value=encode(RECORD, entry_to_record(e)))
-            for e in entries
-        ]
-        producer.flush()
-        for future in sent:
-            future.get(timeout=0)  # raises the broker's error, if any
+        producer.begin_transaction()
+        try:
+            for e in entries:
+                producer.send(self.topic, key=PRUNE_KEY if e.served is None
+                              else e.served.decision.subject.encode(),
+                              value=encode(RECORD, entry_to_record(e)))
+            producer.commit_transaction()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                producer.abort_transaction()
+            raise
 
     # --- reads -----------------------------------------------------------------------------
 
     def read(self) -> list[_Located]:
         """Every entry on the topic, with where it sits."""
         consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
-                                 group_id=None, client_id="interlock-decision-log-reader")
+                                 group_id=None, client_id="interlock-decision-log-reader",
+                                 isolation_level="read_committed")
         try:
             partitions = consumer.partitions_for_topic(self.topic) or set()
             assigned = [TopicPartition(self.topic, p) for p in sorted(partitions)]

@@ -51,6 +51,8 @@ from projections.decision_log import (
 
 DECISION_ID_HEADER = "X-Interlock-Decision-Id"
 PRUNE_EVERY_AT_MOST = timedelta(hours=1)
+BEST_EFFORT_LINGER = 0.005
+"""Seconds a best-effort writer collects decisions before a commit."""
 
 DecisionId = Annotated[UUID, Field(description="The decision id the log keeps it under, to "
                                               "cite it.")]
@@ -139,6 +141,7 @@ class ServedLog:
             self.log, Chain(self.replica), family_of, settings.decision_log_queue,
             settle=_settle, on_written=metrics.written.inc,
             on_dropped=lambda count, reason: metrics.dropped.labels(reason).inc(count),
+            linger=0.0 if self.strict else BEST_EFFORT_LINGER,
         )
         metrics.queued.set_function(lambda: self.writer.queued)
         self._stop = threading.Event()
