@@ -23,7 +23,7 @@ from interlock.http.models import (
     ImpactOut,
     RevocationOut,
 )
-from projections import compliance as audit
+from projections import compliance
 from projections.access_index import AccessIndex
 from projections.reach import Reach
 
@@ -49,7 +49,7 @@ def history(
     index: AccessIndex, subject: str, model: str | None, current: Callable[[str, str], Decision]
 ) -> HistoryOut | None:
     """Everything known about `subject` and its current decisions; None when nothing is."""
-    with index.lock:
+    with index.reading():
         facts = index.facts
         subject_facts = facts.subjects.get(subject)
         if subject_facts is None:
@@ -96,10 +96,10 @@ def history(
 def impact(index: AccessIndex, directive: str, reach: Reach | None = None) -> ImpactOut | None:
     """`interlock impact` over HTTP (projections.compliance.impact); None for an unknown
     directive."""
-    with index.lock:
+    with index.reading():
         if directive not in index.facts.directives:
             return None
-        found = audit.impact(index.facts, directive, reach)
+        found = compliance.impact(index.facts, directive, reach)
     return ImpactOut(
         directive=directive, position=found.after, effective_at=found.at,
         models=list(found.models), subjects=found.compared,
@@ -111,8 +111,8 @@ def impact(index: AccessIndex, directive: str, reach: Reach | None = None) -> Im
 def diff(index: AccessIndex, start: datetime, end: datetime, model: str | None,
          reach: Reach | None = None) -> DiffOut:
     """`interlock diff` over HTTP (projections.compliance.diff), as known now."""
-    with index.lock:
-        found = audit.diff(index.facts, start, end, model, reach=reach)
+    with index.reading():
+        found = compliance.diff(index.facts, start, end, model, reach=reach)
     position = found.as_of
     return DiffOut(
         from_=start, to=end, as_of=position, models=found.models,

@@ -149,7 +149,5 @@ def what_if(
     aggregate = Directive.issue(command.directive, command.authority, command.reference,
                                 received, command.effective_at or received, terms, None, now)
     for event in aggregate.collect_events():
-        view.index.apply(event, facts.position + 1)
-        assert view.reach is not None
-        view.reach.apply(event)
+        view.index.apply(event, facts.position + 1)  # its reach indexes follow
     return replace(impact(facts, command.directive, view.reach), what_if=True)

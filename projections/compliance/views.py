@@ -23,7 +23,6 @@ from domain.facts import (
     SubjectFacts,
 )
 from projections.access_index import AccessIndex
-from projections.enforcement import Enforcer
 from projections.reach import Reach
 from projections.store_follower import Progress, StoreFollower
 
@@ -75,9 +74,9 @@ def load_view(
 ) -> View:
     """A private index with reach, replayed from the store (nothing is written anywhere)."""
     index = AccessIndex()
-    enforcer = Enforcer(index)
-    StoreFollower(app, index, enforcer).catch_up(until=until, progress=progress)
-    return View(index, enforcer.reach)
+    reach = Reach.following(index)
+    StoreFollower(app, index).catch_up(until=until, progress=progress)
+    return View(index, reach)
 
 
 # ------------------------------------------------------------------- facts as events
