@@ -1194,13 +1194,13 @@ def verify(
     altered, removed or reordered position or the first difference."""
     from datetime import UTC
 
-    from projections import audit
+    from projections.gc_pause import gc_paused
 
     moment = timestamp_option(at, "--at") or datetime.now(UTC)
     expected = _expected_head(expect_head)
     anchors = _anchors(checkpoints, server_key)
     url = store or ctx.obj
-    with audit.bulk_load():
+    with gc_paused():
         _verify(url, moment, expect_head, expected, anchors, decisions, as_json)
 
 

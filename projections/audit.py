@@ -44,14 +44,12 @@ themselves, whatever the chain table says.
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import json
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from itertools import zip_longest
 from typing import Any
 from uuid import UUID
@@ -64,10 +62,11 @@ from eventsourcing.sqlite import (
 )
 from psycopg.sql import SQL, Identifier
 
-from domain.decision import NO_CONTEXT, judge
+from domain.decision import NO_CONTEXT, judge, utc_iso
 from domain.facts import FactBase
 from projections.access_index import AccessIndex
 from projections.chain import CHAIN_SUFFIX, GENESIS, PAGE, chain_link, stored_digest
+from projections.gc_pause import gc_paused
 from projections.store_follower import Progress, StoreFollower
 
 
@@ -325,45 +324,42 @@ def _mismatch(table: ChainTable, event: Notification) -> ChainProblem:
 # ------------------------------------------------------------------------- state digests
 
 
-def _time(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.astimezone(UTC).isoformat()
-
-
 def fact_items(facts: FactBase) -> Iterator[tuple[str, str, Any]]:
     """(section, key, canonical data) for every decision-relevant part of a fact base."""
     for name in sorted(facts.models):
         model = facts.models[name]
         yield "models", name, [model.family, model.position,
-                               [[_time(e), p, w] for e, p, w in model.changes]]
+                               [[utc_iso(e), p, w] for e, p, w in model.changes]]
     for name in sorted(facts.entitlements):
         e = facts.entitlements[name]
         yield "entitlements", name, [
-            e.grantee_kind, e.grantee, list(e.selectors), _time(e.valid_from),
-            _time(e.valid_until), e.position, _time(e.recorded_at),
-            [[_time(at), p] for at, p in e.revocations],
+            e.grantee_kind, e.grantee, list(e.selectors), utc_iso(e.valid_from),
+            utc_iso(e.valid_until), e.position, utc_iso(e.recorded_at),
+            [[utc_iso(at), p] for at, p in e.revocations],
         ]
     for name in sorted(facts.subjects):
         s = facts.subjects[name]
         yield "subjects", name, [
             s.position,
-            {kind: [[{k: sorted(v) for k, v in a.values.items()}, _time(a.valid_from),
-                     _time(a.valid_until), a.position, _time(a.recorded_at), a.source,
+            {kind: [[{k: sorted(v) for k, v in a.values.items()}, utc_iso(a.valid_from),
+                     utc_iso(a.valid_until), a.position, utc_iso(a.recorded_at), a.source,
                      a.evidence] for a in history]
              for kind, history in sorted(s.attestations.items())},
-            {kind: [[_time(at), p] for at, p in revs]
+            {kind: [[utc_iso(at), p] for at, p in revs]
              for kind, revs in sorted(s.revocations.items())},
             [e.entitlement for e in s.entitlements],
-            [_time(t) for t in s.times],
+            [utc_iso(t) for t in s.times],
         ]
     for name in sorted(facts.directives):
         d = facts.directives[name]
         yield "directives", name, [
-            d.authority, d.reference, _time(d.received_at), _time(d.effective_at), d.position,
-            _time(d.recorded_at), d.base, [[_time(at), p, terms] for at, p, terms in d.amendments],
-            None if d.lift is None else [_time(d.lift[0]), d.lift[1]],
+            d.authority, d.reference, utc_iso(d.received_at), utc_iso(d.effective_at),
+            d.position, utc_iso(d.recorded_at), d.base,
+            [[utc_iso(at), p, terms] for at, p, terms in d.amendments],
+            None if d.lift is None else [utc_iso(d.lift[0]), d.lift[1]],
         ]
     yield "log", "position", facts.position
-    yield "log", "global_times", [_time(t) for t in facts.global_times]
+    yield "log", "global_times", [utc_iso(t) for t in facts.global_times]
 
 
 def _canonical(data: Any) -> bytes:
@@ -420,25 +416,12 @@ class ReplayResult:
         return self.events / self.seconds if self.seconds > 0 else 0.0
 
 
-@contextmanager
-def bulk_load() -> Iterator[None]:
-    """Pauses the cyclic garbage collector while millions of long-lived objects are built: its
-    generational passes would otherwise rescan the growing fact base again and again."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 def replay(app: Application[UUID], until: int | None = None,
            progress: Progress | None = None) -> ReplayResult:
     """Rebuilds a fresh access index from the store, as `interlock replay` does, and times it."""
     index = AccessIndex()
     started = time.perf_counter()
-    with bulk_load():
+    with gc_paused():
         position = StoreFollower(app, index).catch_up(until=until, progress=progress)
     seconds = time.perf_counter() - started
     events = _events_up_to(app, position)
@@ -518,7 +501,7 @@ class IndexReport:
         return {
             "ok": self.ok, "position": self.position,
             "digest": {"live": self.live_digest, "rebuilt": self.rebuilt_digest},
-            "sections": self.sections, "decisions": self.decisions, "at": _time(self.at),
+            "sections": self.sections, "decisions": self.decisions, "at": utc_iso(self.at),
             "difference": self.difference,
         }
 

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from domain.aggregates import Directive
 from domain.application import Clock, system_clock
-from domain.decision import NO_CONTEXT, Reason, Verdict, judge
+from domain.decision import NO_CONTEXT, Reason, Verdict, judge, reasons_json
 from domain.facts import FactBase
 from projections.access_index import AccessIndex, Applied
 from projections.reach import Reach
@@ -67,7 +67,7 @@ class AccessChange:
             "effect": self.effect,
             "route_to": self.route_to,
             "disclosed": self.disclosed,
-            "reasons": [reason.to_json() for reason in self.reasons],
+            "reasons": reasons_json(self.reasons),
             "at": self.at.isoformat(),
             "position": self.position,
             "received_at": None if self.received_at is None else self.received_at.isoformat(),

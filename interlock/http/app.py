@@ -36,7 +36,7 @@ from domain.commands import (
     command_error_from,
     load_json,
 )
-from domain.decision import Decision, Reason
+from domain.decision import Decision, Reason, reasons_json
 from domain.limits import MAX_REQUEST_BYTES, MAX_STREAM_CONNECTIONS
 from interlock.auth import Role, Tokens
 from interlock.http import compliance
@@ -153,12 +153,8 @@ class DecisionJSON:
             if reasons is None:
                 if len(cache) >= self._max_cached:
                     cache.clear()
-                reasons = cache[d.reasons] = [reason.to_json() for reason in d.reasons]
-            encoded.append({
-                "subject": d.subject, "model": d.model, "effect": d.effect,
-                "route_to": d.route_to, "disclosed": d.disclosed, "reasons": reasons,
-                "at": at_text, "as_of": d.as_of,
-            })
+                reasons = cache[d.reasons] = reasons_json(d.reasons)
+            encoded.append(d.json_with(reasons, at_text))
         return encoded
 
 

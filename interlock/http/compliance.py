@@ -12,85 +12,33 @@ from datetime import datetime
 from typing import Any
 
 from domain.decision import Decision
-from domain.facts import EntitlementFacts, FactBase
 from interlock.http.models import (
-    AttestationOut,
-    AttestationRevocationOut,
     ChangeOut,
     DiffOut,
-    EntitlementOut,
     HistoryOut,
     ImpactOut,
-    RevocationOut,
 )
 from projections import compliance
 from projections.access_index import AccessIndex
 from projections.reach import Reach
 
 
-def _entitlement(facts: FactBase, entitlement: EntitlementFacts) -> EntitlementOut:
-    return EntitlementOut(
-        entitlement=entitlement.entitlement,
-        grantee={entitlement.grantee_kind: entitlement.grantee},  # type: ignore[dict-item]
-        models=list(entitlement.selectors),
-        valid_from=entitlement.valid_from,
-        valid_until=entitlement.valid_until,
-        recorded_at=entitlement.recorded_at,
-        position=entitlement.position,
-        revocations=[
-            RevocationOut(effective_at=effective_at, recorded_at=facts.recorded_at(position),
-                          position=position)
-            for effective_at, position in entitlement.revocations
-        ],
-    )
-
-
 def history(
     index: AccessIndex, subject: str, model: str | None, current: Callable[[str, str], Decision]
 ) -> HistoryOut | None:
-    """Everything known about `subject` and its current decisions; None when nothing is."""
-    with index.reading():
-        facts = index.facts
-        subject_facts = facts.subjects.get(subject)
-        if subject_facts is None:
+    """Everything known about `subject` (`projections.compliance.subject_record`) and its
+    current decisions; None when nothing is."""
+    with index.reading() as facts:
+        record = compliance.subject_record(facts, subject)
+        if record is None:
             return None
-        attestations = sorted(
-            (a for history in subject_facts.attestations.values() for a in history),
-            key=lambda a: a.position,
-        )
-        orgs = sorted({org for a in attestations for org in a.values.get("employer", ())})
-        entitlements = [*subject_facts.entitlements,
-                        *(e for org in orgs for e in facts.org_entitlements.get(org, ()))]
-        out: dict[str, Any] = {
-            "subject": subject,
-            "as_of": facts.position,
-            "attestations": [
-                AttestationOut(
-                    kind=a.kind,  # type: ignore[arg-type]
-                    values={name: sorted(values) for name, values in a.values.items()},
-                    valid_from=a.valid_from, valid_until=a.valid_until,
-                    recorded_at=a.recorded_at, position=a.position, source=a.source,
-                    evidence=a.evidence,
-                )
-                for a in attestations
-            ],
-            "revocations": sorted(
-                (
-                    AttestationRevocationOut(
-                        kind=kind,  # type: ignore[arg-type]
-                        effective_at=effective_at, recorded_at=facts.recorded_at(position),
-                        position=position,
-                    )
-                    for kind, revocations in subject_facts.revocations.items()
-                    for effective_at, position in revocations
-                ),
-                key=lambda r: r.position,
-            ),
-            "entitlements": [_entitlement(facts, e) for e in entitlements],
-        }
+        position = facts.position
         models = sorted(facts.models) if model is None else [model]
-    out["decisions"] = [current(subject, name).to_json() for name in models]
-    return HistoryOut.model_validate(out)
+    return HistoryOut.model_validate({
+        "subject": subject, "as_of": position, "attestations": record.attestations,
+        "revocations": record.revocations, "entitlements": record.entitlements,
+        "decisions": [current(subject, name).to_json() for name in models],
+    })
 
 
 def impact(index: AccessIndex, directive: str, reach: Reach | None = None) -> ImpactOut | None:

@@ -27,7 +27,14 @@ from projections.compliance.candidates import (
 )
 from projections.compliance.diff import Diff, DiffRow, diff, models_matching
 from projections.compliance.explain import explain, explain_attributes, explain_predicate
-from projections.compliance.history import Change, History, decision_changes, history
+from projections.compliance.history import (
+    Change,
+    History,
+    SubjectRecord,
+    decision_changes,
+    history,
+    subject_record,
+)
 from projections.compliance.impact import Impact, ImpactRow, impact, what_if
 from projections.compliance.report import (
     OrderReport,
@@ -62,6 +69,7 @@ __all__ = [
     "ImpactRow",
     "OrderReport",
     "SeriesPoint",
+    "SubjectRecord",
     "View",
     "access_series",
     "attestation_json",
@@ -86,6 +94,7 @@ __all__ = [
     "predicate_attributes",
     "subject_entitlements",
     "subject_fact_events",
+    "subject_record",
     "verdict_json",
     "what_if",
 ]

@@ -114,6 +114,35 @@ class History:
         }
 
 
+@dataclass(frozen=True)
+class SubjectRecord:
+    """What is known about a subject, as JSON with times in UTC: its attestations and their
+    revocations in the order they were recorded, and its own and its employers' grants."""
+
+    attestations: list[dict[str, Any]]
+    revocations: list[dict[str, Any]]
+    entitlements: list[dict[str, Any]]
+
+
+def subject_record(facts: FactBase, subject: str) -> SubjectRecord | None:
+    """The facts part of a subject's history (`interlock history`, `GET .../history`); None
+    for an unknown subject."""
+    found = facts.subjects.get(subject)
+    if found is None:
+        return None
+    attestations = sorted((a for h in found.attestations.values() for a in h),
+                          key=lambda a: a.position)
+    revocations = sorted(
+        ({"kind": kind, "effective_at": iso(at), "recorded_at": iso(facts.recorded_at(p)),
+          "position": p} for kind, revs in found.revocations.items() for at, p in revs),
+        key=lambda r: r["position"],
+    )
+    return SubjectRecord(
+        [attestation_json(a) for a in attestations], revocations,
+        [entitlement_json(facts, e) for e in subject_entitlements(facts, subject)],
+    )
+
+
 def history(
     facts: FactBase,
     subject: str,
@@ -125,8 +154,8 @@ def history(
     """What is known about `subject` (each fact with valid time, recorded time, position,
     source and evidence) and every change of its decisions as they were made (see
     `decision_changes`) between `start` and `end`, per model; None for an unknown subject."""
-    found = facts.subjects.get(subject)
-    if found is None:
+    record = subject_record(facts, subject)
+    if record is None:
         return None
     models = sorted(facts.models) if model is None else [model]
     events = subject_fact_events(facts, subject)
@@ -137,19 +166,10 @@ def history(
         if (start is None or change.at >= start) and (end is None or change.at <= end)
     ]
     changes.sort(key=lambda c: (c.at, c.as_of, c.model))
-    attestations = sorted((a for h in found.attestations.values() for a in h),
-                          key=lambda a: a.position)
-    revocations = sorted(
-        ({"kind": kind, "effective_at": iso(at), "recorded_at": iso(facts.recorded_at(p)),
-          "position": p} for kind, revs in found.revocations.items() for at, p in revs),
-        key=lambda r: r["position"],
-    )
     moment = now or datetime.now(UTC)
     return History(
         subject, facts.position, models, start, end,
-        [attestation_json(a) for a in attestations], revocations,
-        [entitlement_json(facts, e) for e in subject_entitlements(facts, subject)],
-        changes,
+        record.attestations, record.revocations, record.entitlements, changes,
         [Decision.of(subject, name, _judge(facts, subject, name, moment, facts.position),
                      moment, facts.position) for name in models],
     )

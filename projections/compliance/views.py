@@ -4,7 +4,7 @@ their JSON, and the verdict JSON every answer uses."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -14,6 +14,7 @@ from domain.decision import (
     NO_CONTEXT,
     Verdict,
     judge,
+    utc_iso,
 )
 from domain.facts import (
     Attestation,
@@ -29,18 +30,11 @@ from projections.store_follower import Progress, StoreFollower
 INSTANT = timedelta(microseconds=1)
 
 
-def iso(moment: datetime | None) -> str | None:
-    """Timestamps in the normative JSON form: ISO-8601 in UTC."""
-    return None if moment is None else moment.astimezone(UTC).isoformat()
+iso = utc_iso
+"""Timestamps in the normative JSON form (`domain.decision.utc_iso`)."""
 
-
-def verdict_json(verdict: Verdict) -> dict[str, Any]:
-    return {
-        "effect": verdict.effect,
-        "route_to": verdict.route_to,
-        "disclosed": verdict.disclosed,
-        "reasons": [reason.to_json() for reason in verdict.reasons],
-    }
+verdict_json = Verdict.to_json
+"""A verdict's JSON (`domain.decision.Verdict.to_json`)."""
 
 
 def _access(before: Verdict, after: Verdict) -> str | None:
