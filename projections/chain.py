@@ -1,5 +1,5 @@
 """The hash chain's arithmetic: the digest of a stored event and the link sealing it in the
-log (see projections/audit.py for what the chain proves). Pure: the chained recorders
+log (see projections/audit/ for what the chain proves). Pure: the chained recorders
 (interlock/persistence), the verifier and the decision log compute with these."""
 
 from __future__ import annotations

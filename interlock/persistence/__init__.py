@@ -1,5 +1,5 @@
 """The store's persistence adapter: eventsourcing's process recorders, extended to seal every
-stored event into the hash chain in the same transaction as the events (projections/audit.py
+stored event into the hash chain in the same transaction as the events (projections/audit/
 says what the chain proves; projections/chain.py computes its links).
 
 `interlock.config.store_environment` names them to eventsourcing as `PROCESS_RECORDER_TOPIC`,

@@ -1,5 +1,5 @@
 """What both chained recorders do in the writer's transaction: check the chain's head and
-seal the new events (see projections/audit.py for the chain)."""
+seal the new events (see projections/audit/ for the chain)."""
 
 from __future__ import annotations
 
