@@ -1,8 +1,8 @@
 """The auditor's queries over HTTP: a subject's history, a directive's impact, and who gained
 or lost access between two valid times. Impact and diff are `projections.compliance`'s, the
 same as `interlock impact` and `interlock diff`, shaped into the API's typed bodies; they hold
-the index lock while they run, and use the embedded enforcer's reach indexes when there is one
-to look only at the subjects that can have changed.
+the index still (`AccessIndex.reading`) while they run, and use the embedded enforcer's reach
+indexes when there is one to look only at the subjects that can have changed.
 """
 
 from __future__ import annotations
