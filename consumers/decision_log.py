@@ -28,7 +28,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
-from domain.decision import Decision, Reason
+from domain.decision import Decision, Reason, reasons_json
 from domain.limits import KAFKA_MAX_MESSAGE_BYTES
 from projections.decision_log import (
     Entry,
@@ -67,7 +67,7 @@ def entry_to_record(entry: Entry) -> dict[str, Any]:
                     "at": d.at, "known_at": served.known_at, "location": served.location,
                     "purpose": served.purpose, "effect": d.effect, "route_to": d.route_to,
                     "disclosed": d.disclosed,
-                    "reasons": [{"code": r.code, "ref": r.ref} for r in d.reasons],
+                    "reasons": reasons_json(d.reasons),
                     "as_of": d.as_of}
     prune = None if pruned is None else {
         "cutoff": pruned.cutoff, "removed": pruned.removed,

@@ -21,6 +21,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 from consumers import kafka
 from consumers.kafka import DEFAULT_TOPICS, KafkaProcessError, Topics, header, headers
 from domain.application import Clock, system_clock
+from domain.decision import reasons_json
 from projections.access_index import AccessIndex
 from projections.enforcement import AccessChange, Enforcer
 from schemas.codec import encode
@@ -35,7 +36,7 @@ def change_record(change: AccessChange) -> dict[str, Any]:
         "effect": change.effect,
         "route_to": change.route_to,
         "disclosed": change.disclosed,
-        "reasons": [reason.to_json() for reason in change.reasons],
+        "reasons": reasons_json(change.reasons),
         "at": change.at,
         "position": change.position,
         "received_at": change.received_at,

@@ -39,11 +39,11 @@ class EventsFollower:
         """Applies what has arrived; returns how many records were read."""
         records = self.consumer.poll(timeout_ms, max_records=10_000).get(self.partition, [])
         index = self.index
-        with index.lock:
-            for record in records:
-                position = int(header(record, "position") or 0)
-                if position > index.position:
-                    index.apply(decode_event(record.value), position)
+        index.apply_all(
+            (decode_event(record.value), position) for record, position in
+            ((record, int(header(record, "position") or 0)) for record in records)
+            if position > index.position
+        )
         return len(records)
 
     def catch_up(self, timeout: float = 120.0) -> int:

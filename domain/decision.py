@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -25,6 +26,16 @@ class Reason(NamedTuple):
 
     def to_json(self) -> dict[str, str | None]:
         return {"code": self.code, "ref": self.ref}
+
+
+def utc_iso(moment: datetime | None) -> str | None:
+    """Timestamps in the normative JSON form: ISO-8601 in UTC."""
+    return None if moment is None else moment.astimezone(UTC).isoformat()
+
+
+def reasons_json(reasons: Iterable[Reason]) -> list[dict[str, str | None]]:
+    """A decision's reasons as the normative JSON lists them."""
+    return [reason.to_json() for reason in reasons]
 
 
 def sorted_reasons(reasons: Any) -> tuple[Reason, ...]:
@@ -54,6 +65,11 @@ class Verdict(NamedTuple):
     route_to: str | None = None
     disclosed: bool = False
 
+    def to_json(self) -> dict[str, Any]:
+        """The decision JSON without subject, model and time (what compliance answers compare)."""
+        return {"effect": self.effect, "route_to": self.route_to, "disclosed": self.disclosed,
+                "reasons": reasons_json(self.reasons)}
+
 
 class Decision(NamedTuple):
     """May `subject` use `model`, with reasons. A tuple, because upstream services ask for
@@ -81,14 +97,19 @@ class Decision(NamedTuple):
 
     def to_json(self) -> dict[str, Any]:
         """The normative decision JSON."""
+        return self.json_with(reasons_json(self.reasons), self.at.astimezone(UTC).isoformat())
+
+    def json_with(self, reasons: list[dict[str, str | None]], at: str) -> dict[str, Any]:
+        """`to_json` given its reasons' JSON and its valid time already formatted, for encoders
+        that share them between many decisions."""
         return {
             "subject": self.subject,
             "model": self.model,
             "effect": self.effect,
             "route_to": self.route_to,
             "disclosed": self.disclosed,
-            "reasons": [reason.to_json() for reason in self.reasons],
-            "at": self.at.astimezone(UTC).isoformat(),
+            "reasons": reasons,
+            "at": at,
             "as_of": self.as_of,
         }
 

@@ -31,11 +31,18 @@ class Engine:
     follower: StoreFollower
     revocations: RevocationLog | None = None
     """Embedded enforcement's output, when the engine enforces."""
+    enforcer: Enforcer | None = None
+    """The embedded kill switch, a subscriber of the index, when the engine enforces."""
     snapshot: SnapshotInfo | None = None
     """The snapshot the index started from, if one was loaded."""
 
     def catch_up(self, progress: Progress | None = None) -> int:
-        return self.follower.catch_up(progress=progress)
+        """Applies what the store holds; the embedded kill switch stays silent about the events
+        its first catch-up reads (history, enforced before) and enforces every later one."""
+        position = self.follower.catch_up(progress=progress)
+        if self.enforcer is not None:
+            self.enforcer.emitting = True
+        return position
 
     def close(self) -> None:
         self.follower.stop()
@@ -83,8 +90,8 @@ def open_engine(
     follower_class = SubscriptionFollower if is_postgres(url) else StoreFollower
     if enforce:
         revocations = RevocationLog(revocation_file)
-        follower = follower_class(app, index, Enforcer(index), revocations.publish)
-        engine = Engine(app, index, follower, revocations)
+        enforcer = Enforcer(index, publish=revocations.publish, emitting=False)
+        engine = Engine(app, index, follower_class(app, index), revocations, enforcer=enforcer)
     else:
         engine = Engine(app, index, follower_class(app, index), snapshot=info)
     if catch_up:

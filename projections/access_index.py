@@ -9,47 +9,131 @@ an event drops exactly the decisions it may change.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from domain.decision import NO_CONTEXT, Context, Decision, Verdict, as_utc, judge
 from domain.facts import Concerns, FactBase
+from projections.gc_pause import gc_paused
 
 _Span = tuple[Verdict, datetime | None, datetime | None]
 
 
+@dataclass(slots=True)
+class Applied:
+    """One event the index has just applied, as a subscriber sees it: under the index's lock,
+    before the index forgets the current decisions the event may change."""
+
+    event: Any
+    position: int
+    concerns: Concerns
+    previous: Callable[[str, str, datetime], Verdict | None]
+    """The current verdict the index remembered before the event, if one holds at that time."""
+    judged: list[tuple[str, str, Verdict]] = field(default_factory=list)
+    """(subject, model, verdict) a subscriber judged at the new position, at valid time
+    `judged_at`: the index keeps them as the current ones."""
+    judged_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Subscriber:
+    applied: Callable[[Applied], None]
+    ticked: Callable[[], None] | None
+    settled: Callable[[], None] | None
+
+
 class AccessIndex:
-    """Decisions per model version, at any valid time, as known at any position."""
+    """Decisions per model version, at any valid time, as known at any position.
+
+    Whoever follows the log calls `apply` / `apply_all`; what must happen on every applied
+    event (the kill switch, its reach indexes) subscribes to the index instead of the follower
+    (`subscribe`). The index holds its own lock: readers that need the fact base to stand still
+    across several reads take `reading()`."""
 
     def __init__(self, max_cached_subjects: int = 1_000_000) -> None:
         self.facts = FactBase()
         self._current: dict[str, dict[str, _Span]] = {}
         self._max_cached_subjects = max_cached_subjects
-        self.lock = threading.RLock()
+        self._lock = threading.RLock()
+        self._subscribers: list[_Subscriber] = []
 
     @property
     def position(self) -> int:
         return self.facts.position
 
-    def apply(self, event: Any, position: int, forget: bool = True) -> Concerns:
-        """Adds one stored event and forgets the current decisions it may change. With `forget`
-        False the caller reads the old current decisions first, then calls `forget` itself."""
-        with self.lock:
-            concerns = self.facts.apply(event, position)
-            if forget:
-                self.forget(concerns)
+    def subscribe(
+        self,
+        applied: Callable[[Applied], None],
+        ticked: Callable[[], None] | None = None,
+        settled: Callable[[], None] | None = None,
+    ) -> None:
+        """`applied` is told of every event applied from now on, in order, under the lock;
+        `ticked` when time has passed (`tick`), under the lock; `settled` after each batch (an
+        `apply_all`, an `apply`, a `tick`), outside the lock, to hand on what it gathered."""
+        self._subscribers.append(_Subscriber(applied, ticked, settled))
+
+    @contextmanager
+    def reading(self) -> Iterator[FactBase]:
+        """The fact base, unchanged by any follower until the block ends."""
+        with self._lock:
+            yield self.facts
+
+    def apply(self, event: Any, position: int) -> Concerns:
+        """Adds one stored event, tells the subscribers and forgets the current decisions it
+        may change."""
+        with self._lock:
+            concerns = self._apply(event, position)
+        self._settle()
+        return concerns
+
+    def apply_all(self, events: Iterable[tuple[Any, int]]) -> None:
+        """`apply` for (event, position) pairs in order, as one batch."""
+        with self._lock:
+            for event, position in events:
+                self._apply(event, position)
+        self._settle()
+
+    def tick(self) -> None:
+        """Lets the subscribers act on the time that has passed (the kill switch's timetable)."""
+        with self._lock:
+            for subscriber in self._subscribers:
+                if subscriber.ticked is not None:
+                    subscriber.ticked()
+        self._settle()
+
+    def _apply(self, event: Any, position: int) -> Concerns:
+        concerns = self.facts.apply(event, position)
+        if not self._subscribers:
+            self._forget(concerns)
             return concerns
+        applied = Applied(event, position, concerns, self._remembered)
+        with gc_paused():
+            for subscriber in self._subscribers:
+                subscriber.applied(applied)
+            self._forget(concerns)
+            at = applied.judged_at
+            if at is not None:
+                for subject, model, verdict in applied.judged:
+                    self._remember(subject, model, verdict, at)
+        return concerns
 
-    def forget(self, concerns: Concerns) -> None:
+    def _settle(self) -> None:
+        for subscriber in self._subscribers:
+            if subscriber.settled is not None:
+                subscriber.settled()
+
+    def _forget(self, concerns: Concerns) -> None:
         """Drops the current decisions of the subjects concerned (None: everyone's)."""
-        with self.lock:
-            if concerns is None:
-                self._current.clear()
-            else:
-                for subject in concerns:
-                    self._current.pop(subject, None)
+        if concerns is None:
+            self._current.clear()
+        else:
+            for subject in concerns:
+                self._current.pop(subject, None)
 
-    def current(self, subject: str, model: str, at: datetime) -> Verdict | None:
+    def _remembered(self, subject: str, model: str, at: datetime) -> Verdict | None:
         """The remembered current verdict, if there is one whose span holds `at`."""
         spans = self._current.get(subject)
         span = None if spans is None else spans.get(model)
@@ -60,15 +144,14 @@ class AccessIndex:
             return verdict
         return None
 
-    def remember(self, subject: str, model: str, verdict: Verdict, at: datetime) -> None:
+    def _remember(self, subject: str, model: str, verdict: Verdict, at: datetime) -> None:
         """Keeps a verdict just judged at the current position as the current one around `at`."""
-        with self.lock:
-            spans = self._current.get(subject)
-            if spans is None:
-                if len(self._current) >= self._max_cached_subjects:
-                    self._current.clear()
-                spans = self._current[subject] = {}
-            spans[model] = (verdict, *self.facts.validity(subject, at))
+        spans = self._current.get(subject)
+        if spans is None:
+            if len(self._current) >= self._max_cached_subjects:
+                self._current.clear()
+            spans = self._current[subject] = {}
+        spans[model] = (verdict, *self.facts.validity(subject, at))
 
     def decide(
         self,
@@ -100,9 +183,9 @@ class AccessIndex:
                            position)
 
     def _current_verdict(self, subject: str, model: str, at: datetime) -> Verdict:
-        verdict = self.current(subject, model, at)
+        verdict = self._remembered(subject, model, at)
         if verdict is None:
-            with self.lock:
+            with self._lock:
                 verdict = judge(self.facts, subject, model, at, self.facts.position, NO_CONTEXT)
-                self.remember(subject, model, verdict, at)
+                self._remember(subject, model, verdict, at)
         return verdict

@@ -16,17 +16,17 @@ known just before the change: a first grant rather than access given back.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from domain.aggregates import Directive
 from domain.application import Clock, system_clock
-from domain.decision import NO_CONTEXT, Reason, Verdict, judge
+from domain.decision import NO_CONTEXT, Reason, Verdict, judge, reasons_json
 from domain.facts import FactBase
-from projections.access_index import AccessIndex
-from projections.gc_pause import gc_paused
+from projections.access_index import AccessIndex, Applied
 from projections.reach import Reach
 
 _INSTANT = timedelta(microseconds=1)
@@ -67,7 +67,7 @@ class AccessChange:
             "effect": self.effect,
             "route_to": self.route_to,
             "disclosed": self.disclosed,
-            "reasons": [reason.to_json() for reason in self.reasons],
+            "reasons": reasons_json(self.reasons),
             "at": self.at.isoformat(),
             "position": self.position,
             "received_at": None if self.received_at is None else self.received_at.isoformat(),
@@ -88,50 +88,86 @@ class _Cause:
 
 
 class Enforcer:
-    """Feeds an access index and reports the access changes each event causes."""
+    """The kill switch, as a subscriber of an access index: it compares the decisions each
+    applied event changes and gathers the access changes, handed to `publish` after each batch
+    the index applies (or taken by `apply` / `take`).
 
-    def __init__(self, index: AccessIndex, clock: Clock = system_clock) -> None:
+    While `emitting` is False (catching up on history already enforced) it only keeps its
+    reach indexes and timetable."""
+
+    def __init__(
+        self,
+        index: AccessIndex,
+        clock: Clock = system_clock,
+        publish: Callable[[list[AccessChange]], None] | None = None,
+        emitting: bool = True,
+    ) -> None:
         self.index = index
-        self.reach = Reach(index.facts)
+        self.reach = Reach.following(index)
         self.clock = clock
+        self.publish = publish
+        self.emitting = emitting
         self._timetable: list[tuple[datetime, int, _Cause]] = []
+        self._gathered: list[AccessChange] = []
+        self._gathering = threading.Lock()
+        index.subscribe(self._applied, self._ticked, self._settled if publish else None)
 
     def apply(self, event: Any, position: int, emit: bool = True) -> list[AccessChange]:
-        """Applies one stored event; with `emit` False (catching up on history already
-        enforced) it only updates its state.
+        """Applies one stored event to the index and returns the changes it caused; with `emit`
+        False (history already enforced) there are none."""
+        emitting, self.emitting = self.emitting, emit
+        try:
+            self.index.apply(event, position)
+        finally:
+            self.emitting = emitting
+        return self.take()
 
-        The decision before the event is the index's current one when it holds one (a lookup),
+    def take(self) -> list[AccessChange]:
+        """The changes gathered since the last take."""
+        with self._gathering:
+            changes, self._gathered = self._gathered, []
+        return changes
+
+    def _gather(self, changes: list[AccessChange]) -> None:
+        if changes:
+            with self._gathering:
+                self._gathered += changes
+
+    def _settled(self) -> None:
+        changes = self.take()
+        if changes and self.publish is not None:
+            self.publish(changes)
+
+    def _ticked(self) -> None:
+        if self.emitting:
+            self._gather(self.tick())
+
+    def _applied(self, applied: Applied) -> None:
+        """One event the index applied (its reach indexes already have it).
+
+        The decision before the event is the index's current one when it held one (a lookup),
         else the rule as known at the previous position; the decision after it is judged and
         becomes the index's current one, so the next event finds it."""
-        index = self.index
         now = self.clock()
-        with index.lock:
-            concerns = index.apply(event, position, forget=False)
-            self.reach.apply(event)
-            cause = _Cause(event, position, self._received_at(event), event.timestamp)
-            for moment in _moments(event):
-                if moment > now:
-                    heapq.heappush(self._timetable, (moment, position, cause))
-            if not emit:
-                index.forget(concerns)
-                return []
-            facts = index.facts
-            judged: list[tuple[str, str, Verdict]] = []
+        event, position = applied.event, applied.position
+        cause = _Cause(event, position, self._received_at(event), event.timestamp)
+        for moment in _moments(event):
+            if moment > now:
+                heapq.heappush(self._timetable, (moment, position, cause))
+        if not self.emitting:
+            return
+        facts = self.index.facts
 
-            def before(subject: str, model: str) -> Verdict:
-                return index.current(subject, model, now) or judge(
-                    facts, subject, model, now, position - 1, NO_CONTEXT
-                )
+        def before(subject: str, model: str) -> Verdict:
+            return applied.previous(subject, model, now) or judge(
+                facts, subject, model, now, position - 1, NO_CONTEXT
+            )
 
-            with gc_paused():
-                changes = self._compare(
-                    cause, before, now, judged, only_restricts=isinstance(event, Directive.Issued),
-                    known_before=position - 1,
-                )
-                index.forget(concerns)
-                for subject, model, verdict in judged:
-                    index.remember(subject, model, verdict, now)
-        return changes
+        self._gather(self._compare(
+            cause, before, now, applied.judged, only_restricts=isinstance(event, Directive.Issued),
+            known_before=position - 1,
+        ))
+        applied.judged_at = now
 
     def tick(self) -> list[AccessChange]:
         """Changes whose moment has come since the facts behind them were recorded."""

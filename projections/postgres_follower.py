@@ -25,8 +25,7 @@ from eventsourcing.postgres import PostgresApplicationRecorder, PostgresSubscrip
 from psycopg.sql import SQL, Identifier
 
 from projections.access_index import AccessIndex
-from projections.enforcement import Enforcer
-from projections.store_follower import Publish, StoreFollower
+from projections.store_follower import StoreFollower
 
 log = logging.getLogger(__name__)
 
@@ -80,13 +79,11 @@ class SubscriptionFollower(StoreFollower):
         self,
         app: Application[UUID],
         index: AccessIndex,
-        enforcer: Enforcer | None = None,
-        publish: Publish | None = None,
         page_size: int = 5000,
         max_lag: float = 1.0,
         check_interval: float = 0.25,
     ) -> None:
-        super().__init__(app, index, enforcer, publish, page_size)
+        super().__init__(app, index, page_size)
         self.max_lag = max_lag
         """Seconds the index may stay behind a position the store had reached before the
         watchdog stops trusting the subscription."""
@@ -100,8 +97,8 @@ class SubscriptionFollower(StoreFollower):
         self._threads: list[threading.Thread] = []
 
     def follow(self, interval: float = 0.05) -> None:
-        """Starts the listening thread and the watchdog (which also runs the enforcer's
-        timetable every `interval` seconds) until `stop()`."""
+        """Starts the listening thread and the watchdog (which also tells the index
+        every `interval` seconds that time has passed) until `stop()`."""
         if self._threads:
             return
         self._threads = [
@@ -154,11 +151,8 @@ class SubscriptionFollower(StoreFollower):
         """(when the index was first seen behind, the store's position then)."""
         next_check = 0.0
         while not self._stopping.wait(min(interval, self.check_interval)):
-            if self.enforcer is not None and self.publish is not None:
-                with self._catching_up:  # the listener feeds the same enforcer
-                    due = self.enforcer.tick()
-                    if due:
-                        self.publish(due)
+            with self._catching_up:  # the listener feeds the same index
+                self.index.tick()
             now = time.monotonic()
             if now < next_check:
                 continue

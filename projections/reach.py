@@ -15,6 +15,7 @@ from domain.aggregates import CommandReceipt, Directive, Entitlement, ModelVersi
 from domain.decision import MAX_ROUTE_HOPS
 from domain.facts import ATTRIBUTE_KIND, Attestation, FactBase, selector_matches
 from domain.predicates import AllOf, AnyOf, Membership, Predicate, UsPerson
+from projections.access_index import AccessIndex
 
 _SUBJECT_EVENTS = (
     Subject.Registered, Subject.NationalityAttested, Subject.LocationAttested,
@@ -46,6 +47,14 @@ class Reach:
         }
         """Attribute to value to the settled subjects holding it."""
         self._settled_on: dict[tuple[str, str], Attestation] = {}
+
+    @classmethod
+    def following(cls, index: AccessIndex) -> Reach:
+        """Reach indexes over `index`'s fact base, fed every event the index applies from now
+        on (an empty index: every event)."""
+        reach = cls(index.facts)
+        index.subscribe(lambda applied: reach.apply(applied.event))
+        return reach
 
     def apply(self, event: Any) -> None:
         """Updates the indexes for an event the fact base has just taken."""

@@ -125,10 +125,10 @@ def event_digest(recorder: ApplicationRecorder, position: int) -> str | None:
 
 def write_snapshot(index: AccessIndex, recorder: ApplicationRecorder, path: Path) -> SnapshotInfo:
     """Writes the index's fact base to `path`, atomically: readers see the old file or the
-    new one, never a part. Holds the index lock while pickling (seconds on a large index), so
+    new one, never a part. Holds the index still while pickling (seconds on a large index), so
     take snapshots from a process that does not serve decisions."""
     buffer = io.BytesIO()
-    with index.lock:
+    with index.reading():
         pickler = pickle.Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL)
         pickler.dispatch_table = _DISPATCH
         pickler.dump(index.facts)

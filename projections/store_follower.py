@@ -1,9 +1,9 @@
 """Feeds the access index from the event store's notification log, by position.
 
 SQLite has no push subscription, so the follower reads the log from the index's position on:
-once to catch up on start, then on demand or on a polling thread. With an enforcer (embedded
-mode) events go through it instead, and the access changes they cause are published; history
-read by the first catch-up is not enforced again.
+once to catch up on start, then on demand or on a polling thread. It only applies events to
+the index; what reacts to them (the embedded kill switch) subscribes to the index. The polling
+thread also tells the index, each interval, that time has passed (`AccessIndex.tick`).
 """
 
 from __future__ import annotations
@@ -17,13 +17,10 @@ from eventsourcing.application import Application
 from eventsourcing.persistence import Notification
 
 from projections.access_index import AccessIndex
-from projections.enforcement import AccessChange, Enforcer
 from projections.gc_pause import gc_paused
 
 Progress = Callable[[int, int], None]
 """Called with (position reached, last position in the store) while catching up."""
-
-Publish = Callable[[list[AccessChange]], None]
 
 
 class StoreFollower:
@@ -33,16 +30,10 @@ class StoreFollower:
         self,
         app: Application[UUID],
         index: AccessIndex,
-        enforcer: Enforcer | None = None,
-        publish: Publish | None = None,
         page_size: int = 5000,
     ) -> None:
         self.app = app
         self.index = index
-        self.enforcer = enforcer
-        self.publish = publish
-        self.enforcing = False
-        """False until the first catch-up has read the history."""
         self.page_size = page_size
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -60,9 +51,7 @@ class StoreFollower:
             backlog = (self.app.recorder.max_notification_id() or 0) - self.index.position
             bulk = gc_paused(freeze=True) if backlog > self.page_size else nullcontext()
             with bulk:
-                position = self._catch_up(until, progress)
-            self.enforcing = self.enforcer is not None
-            return position
+                return self._catch_up(until, progress)
 
     def _catch_up(self, until: int | None, progress: Progress | None) -> int:
         recorder = self.app.recorder
@@ -82,23 +71,11 @@ class StoreFollower:
         return index.position
 
     def _apply(self, page: Sequence[Notification]) -> None:
-        """Applies notifications that follow the index's position, in order, enforcing them
-        once history has been read; the caller holds `_catching_up`. Shared with followers
-        that are pushed notifications rather than polling for them."""
+        """Applies notifications that follow the index's position, in order; the caller holds
+        `_catching_up`. Shared with followers that are pushed notifications rather than polling
+        for them."""
         to_domain_event = self.app.mapper.to_domain_event
-        index = self.index
-        changes: list[AccessChange] = []
-        with index.lock:
-            if self.enforcer is None:
-                for notification in page:
-                    index.apply(to_domain_event(notification), notification.id)
-            else:
-                for notification in page:
-                    changes += self.enforcer.apply(
-                        to_domain_event(notification), notification.id, emit=self.enforcing
-                    )
-        if changes and self.publish is not None:
-            self.publish(changes)
+        self.index.apply_all((to_domain_event(n), n.id) for n in page)
 
     def follow(self, interval: float = 0.05) -> None:
         """Starts a daemon thread that keeps catching up until `stop()`."""
@@ -117,8 +94,5 @@ class StoreFollower:
     def _run(self, interval: float) -> None:
         while not self._stopping.wait(interval):
             self.catch_up()
-            if self.enforcer is not None and self.publish is not None:
-                with self._catching_up:
-                    due = self.enforcer.tick()
-                if due:
-                    self.publish(due)
+            with self._catching_up:
+                self.index.tick()

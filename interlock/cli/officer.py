@@ -90,7 +90,7 @@ def history(
     from projections import compliance
 
     start, end = timestamp_option(from_, "--from"), timestamp_option(to, "--to")
-    with engine_for(ctx, store) as engine, engine.index.lock:
+    with engine_for(ctx, store) as engine, engine.index.reading():
         facts = engine.index.facts
         if model is not None and model not in facts.models:
             raise fail(f"--model: unknown model {model!r}", 1)
@@ -313,7 +313,7 @@ def explain(
     from projections import compliance
 
     request = request_of(subject, model, at, as_of, known_at, location, purpose)
-    with engine_for(ctx, store) as engine, engine.index.lock:
+    with engine_for(ctx, store) as engine, engine.index.reading():
         data = compliance.explain(engine.index.facts, request.subject, request.model,
                                   request.at or datetime.now(UTC), request.as_of,
                                   request.known_at, request.context)

@@ -183,7 +183,7 @@ def audit_command(
     window = log_query(from_=from_, to=to)
     with opened_log(log, kafka, topic_prefix) as opened, engine_for(ctx, store) as engine:
         try:
-            with engine.index.lock:
+            with engine.index.reading():
                 report = audit(opened, engine.index.facts, window.from_, window.to)
         except LogReadError as error:
             raise fail(f"decisions audit: FAILED: unreadable entry: {error}", 1) from None

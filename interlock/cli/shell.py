@@ -212,7 +212,7 @@ def engine_for(
     store that does not exist stops with exit 2 rather than answer from an empty one."""
     from interlock.auth import ConfigError
     from interlock.engine import open_engine
-    from projections.audit import ChainRefused
+    from projections.chain import ChainRefused
 
     try:
         engine = open_engine(store or ctx.obj, catch_up=catch_up, create=create)

@@ -95,13 +95,13 @@ def verify(
     altered, removed or reordered position or the first difference."""
     from datetime import UTC
 
-    from projections import audit
+    from projections.gc_pause import gc_paused
 
     moment = timestamp_option(at, "--at") or datetime.now(UTC)
     expected = _expected_head(expect_head)
     anchors = _anchors(checkpoints, server_key)
     url = store or ctx.obj
-    with audit.bulk_load():
+    with gc_paused():
         _verify(url, moment, expect_head, expected, anchors, decisions, as_json)
 
 
@@ -340,12 +340,12 @@ def seal(ctx: typer.Context, as_json: JsonOption = False, store: StoreOption = N
 
     Writers refuse to seal such events; this is the operator vouching for them, after checking
     them (`interlock verify`, and `--checkpoints` for what was anchored before)."""
-    from projections import audit
+    from interlock.persistence import ChainedPostgresProcessRecorder, ChainedSQLiteProcessRecorder
 
     with engine_for(ctx, store, catch_up=False) as engine:
         recorder = engine.app.recorder
-        if not isinstance(recorder, audit.ChainedSQLiteProcessRecorder
-                          | audit.ChainedPostgresProcessRecorder):
+        if not isinstance(recorder, ChainedSQLiteProcessRecorder
+                          | ChainedPostgresProcessRecorder):
             raise fail("seal: this store keeps no hash chain (memory:)")
         first, last, count = recorder.seal_unsealed()
     data = {"sealed": count, "from": first or None, "to": last}

@@ -41,7 +41,7 @@ def history(
     """The subject's facts with valid and recorded times and positions, every change of its
     decisions as they were made, and its current decision per registered model (or for
     `model`): the JSON of `interlock history --json`. Role `auditor`."""
-    with service.index.lock:
+    with service.index.reading():
         found = compliance.history(service.index.facts, subject, model, start, end)
     if found is None:
         raise HTTPException(404, f"nothing is known about subject {subject!r}")
@@ -58,7 +58,7 @@ def history(
 def impact(directive: str, service: ServiceDep) -> Response:
     """The (subject, model) decisions the directive changed at its effective time, grouped by
     reason: the JSON of `interlock impact --json`. Role `auditor`."""
-    with service.index.lock:
+    with service.index.reading():
         if directive not in service.index.facts.directives:
             raise HTTPException(404, f"no directive {directive!r}")
         found = compliance.impact(service.index.facts, directive, service.candidate_indexes)
@@ -77,7 +77,7 @@ def diff(
 ) -> Response:
     """Who gained or lost access (an `allow`) between two valid times: the JSON of
     `interlock diff --json`. Role `auditor`."""
-    with service.index.lock:
+    with service.index.reading():
         found = compliance.diff(service.index.facts, start, to, model, as_of,
                                 service.candidate_indexes)
     return _answer(found.to_json())

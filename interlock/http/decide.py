@@ -18,7 +18,7 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 
 from domain.commands import CommandError, load_json
-from domain.decision import Decision, Reason
+from domain.decision import Decision, Reason, reasons_json
 from domain.limits import MAX_REQUEST_BYTES
 from interlock.http.decisions import DECISION_ID_HEADER, ServedBatchOut, ServedDecisionOut
 from interlock.http.models import BatchIn, BehindOut, DecideIn, ErrorOut
@@ -62,12 +62,8 @@ class DecisionJSON:
             if reasons is None:
                 if len(cache) >= self._max_cached:
                     cache.clear()
-                reasons = cache[d.reasons] = [reason.to_json() for reason in d.reasons]
-            encoded.append({
-                "subject": d.subject, "model": d.model, "effect": d.effect,
-                "route_to": d.route_to, "disclosed": d.disclosed, "reasons": reasons,
-                "at": at_text, "as_of": d.as_of,
-            })
+                reasons = cache[d.reasons] = reasons_json(d.reasons)
+            encoded.append(d.json_with(reasons, at_text))
         return encoded
 
 

@@ -147,7 +147,7 @@ class Service:
     @property
     def candidate_indexes(self) -> Reach | None:
         """The embedded enforcer's candidate indexes, for impact and diff; a replica has none."""
-        enforcer = None if self._events is not None else self.engine.follower.enforcer
+        enforcer = None if self._events is not None else self.engine.enforcer
         return None if enforcer is None else enforcer.reach
 
     def catch_up(self, position: int | None = None) -> None:
@@ -193,7 +193,7 @@ class Service:
 
     def decide(self, request: DecisionRequest) -> Decision:
         index = self.index
-        with index.lock:
+        with index.reading():
             decision = index.decide(
                 request.subject, request.model, at=request.at, as_of=request.as_of,
                 known_at=request.known_at, context=request.context,
@@ -208,7 +208,7 @@ class Service:
         index = self.index
         now = datetime.now(UTC)
         decide = index.decide
-        with index.lock:
+        with index.reading():
             decisions = [
                 decide(r.subject, r.model, r.at or now, r.as_of, r.known_at, r.context)
                 for r in requests
