@@ -218,7 +218,6 @@ class Directive(Aggregate):
         signed_by: str | None
 
         def apply(self, aggregate: Directive) -> None:
-            aggregate.latest_terms = {**aggregate.latest_terms, **self.terms}
             aggregate.amendments.append((self.effective_at, self.terms))
 
     class Lifted(Aggregate.Event):
@@ -239,10 +238,12 @@ class Directive(Aggregate):
         signed_by: str | None,
     ) -> None:
         self.directive = directive
+        self.authority = authority
+        self.reference = reference
+        self.received_at = received_at
         self.effective_at = effective_at
         self.issued_terms = terms
-        self.latest_terms = terms
-        """The terms with every amendment applied in recorded order."""
+        self.signed_by = signed_by
         self.amendments: list[tuple[datetime, dict[str, Any]]] = []
         """(effective_at, terms) of each amendment, in recorded order."""
         self.lifted = False

@@ -100,6 +100,9 @@ class Attestation:
     def order(self) -> tuple[datetime, int]:
         return (self.valid_from, self.position)
 
+    def expired(self, at: datetime) -> bool:
+        return self.valid_until is not None and at >= self.valid_until
+
 
 @dataclass(slots=True)
 class SubjectFacts:
@@ -118,20 +121,32 @@ class SubjectFacts:
         An expired or revoked winner leaves the attribute unknown; it does not revive the
         attestation it superseded.
         """
+        candidate = self.latest(kind, at, as_of)
+        if candidate is None or candidate.expired(at):
+            return None
+        if self.revocation(kind, candidate, at, as_of) is not None:
+            return None
+        return candidate
+
+    def latest(self, kind: str, at: datetime, as_of: int) -> Attestation | None:
+        """The attestation that supersedes all others of `kind` valid by `at`, known at
+        `as_of`, whether or not it still holds."""
         history = self.attestations.get(kind)
         if not history:
             return None
         for candidate in reversed(history):
             if candidate.valid_from <= at and candidate.position <= as_of:
-                break
-        else:
-            return None
-        if candidate.valid_until is not None and at >= candidate.valid_until:
-            return None
+                return candidate
+        return None
+
+    def revocation(
+        self, kind: str, attestation: Attestation, at: datetime, as_of: int
+    ) -> tuple[datetime, int] | None:
+        """(effective_at, position) of a revocation that ends `attestation` by `at`, if any."""
         for effective_at, position in self.revocations.get(kind, ()):
-            if candidate.position < position <= as_of and effective_at <= at:
-                return None
-        return candidate
+            if attestation.position < position <= as_of and effective_at <= at:
+                return effective_at, position
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +179,16 @@ class DirectiveTerms:
 
     def covers(self, model: str, family: str) -> bool:
         return _covers(self.selectors, self._covers, model, family)
+
+    def exempts(self, subject: str, employer: frozenset[str] | None) -> bool:
+        """The subject, or one of its employers, is exempt from these terms."""
+        return subject in self.exempt_subjects or bool(
+            employer and not employer.isdisjoint(self.exempt_orgs)
+        )
+
+    def applies_on(self, truth: bool | None) -> bool:
+        """A true predicate applies the terms; an unknown one when `on_unknown` says so."""
+        return truth is True or (truth is None and self.on_unknown == "apply")
 
 
 def _covers(selectors: tuple[str, ...], memo: dict[str, bool], model: str, family: str) -> bool:
@@ -225,6 +250,13 @@ class DirectiveFacts:
         if terms.expires_at is not None and at >= terms.expires_at:
             return None
         return terms
+
+    def scoping_terms(
+        self, model: str, family: str, at: datetime, as_of: int
+    ) -> DirectiveTerms | None:
+        """The terms when the directive is in force at `at` and they cover `model`, else None."""
+        terms = self.active_terms(at, as_of)
+        return terms if terms is not None and terms.covers(model, family) else None
 
 
 class FactBase:
