@@ -134,7 +134,7 @@ def engine_for(
     """The engine on the chosen store. Only writers `create` it: a read-only command on a
     store that does not exist stops with exit 2 rather than answer from an empty one."""
     from interlock.auth import ConfigError
-    from projections.audit import ChainRefused
+    from projections.chain import ChainRefused
 
     try:
         engine = open_engine(store or ctx.obj, catch_up=catch_up, create=create)
@@ -1438,12 +1438,12 @@ def seal(ctx: typer.Context, as_json: JsonOption = False, store: StoreOption = N
 
     Writers refuse to seal such events; this is the operator vouching for them, after checking
     them (`interlock verify`, and `--checkpoints` for what was anchored before)."""
-    from projections import audit
+    from interlock.persistence import ChainedPostgresProcessRecorder, ChainedSQLiteProcessRecorder
 
     with engine_for(ctx, store, catch_up=False) as engine:
         recorder = engine.app.recorder
-        if not isinstance(recorder, audit.ChainedSQLiteProcessRecorder
-                          | audit.ChainedPostgresProcessRecorder):
+        if not isinstance(recorder, ChainedSQLiteProcessRecorder
+                          | ChainedPostgresProcessRecorder):
             raise fail("seal: this store keeps no hash chain (memory:)")
         first, last, count = recorder.seal_unsealed()
     data = {"sealed": count, "from": first or None, "to": last}

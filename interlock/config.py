@@ -6,6 +6,10 @@ import os
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from eventsourcing.utils import get_topic
+
+from interlock.persistence import ChainedPostgresProcessRecorder, ChainedSQLiteProcessRecorder
+
 DEFAULT_STORE = "sqlite:///.interlock/interlock.db"
 DEMO_STORE = "sqlite:///.interlock/demo.db"
 """Where `interlock demo` (and `make demo`) writes, unless given --store."""
@@ -29,11 +33,12 @@ process holds up to pool_size + max_overflow connections (eventsourcing's defaul
 plus one while it follows the store by LISTEN/NOTIFY; size them against max_connections."""
 
 CHAINED_RECORDERS = {
-    "sqlite": "projections.audit:ChainedSQLiteProcessRecorder",
-    "postgres": "projections.audit:ChainedPostgresProcessRecorder",
+    "sqlite": get_topic(ChainedSQLiteProcessRecorder),
+    "postgres": get_topic(ChainedPostgresProcessRecorder),
 }
 """eventsourcing's process recorders, extended to seal every stored event into a hash chain in
-the same transaction (`interlock verify`; see projections/audit.py)."""
+the same transaction (`interlock verify`; see interlock/persistence), as the topics
+eventsourcing's `PROCESS_RECORDER_TOPIC` takes."""
 
 
 class StoreURLError(ValueError):

@@ -12,7 +12,7 @@ one from the event store and name every answer the rule does not give.
 chain of its own, named `REPLICA/RUN`, so that replicas never coordinate and a chain never forks:
 
     digest_n = sha256(canonical entry n)          (every field but digest and link)
-    link_n   = projections.audit.chain_link(link_{n-1}, n, entry id, 1, digest_n),
+    link_n   = projections.chain.chain_link(link_{n-1}, n, entry id, 1, digest_n),
     link_0   = 32 zero bytes
 
 `verify_chain` walks a chain by sequence number and names each entry whose content no longer
@@ -48,7 +48,7 @@ from domain.commands import Identifier, Selector, Timestamp
 from domain.decision import Context, Decision, Reason, Verdict, judge
 from domain.facts import FactBase, selector_matches
 from domain.limits import MAX_ID_CHARS, MAX_LOG_ROWS
-from projections.audit import GENESIS, chain_link
+from projections.chain import GENESIS, chain_link
 
 KIND_DECISION = "decision"
 KIND_PRUNE = "prune"

@@ -30,6 +30,7 @@ from domain.commands import parse_command
 from interlock.cli import app
 from interlock.engine import open_engine
 from projections import audit
+from projections import chain as hash_chain
 from tests.postgres.support import SETUP, T0, employee, parsed
 
 INTERLOCK = str(Path(sys.executable).with_name("interlock"))
@@ -80,11 +81,11 @@ class Store:
         """The attacker's full power: recompute every link over the events as they now are."""
         rows = self.sql("SELECT {id}, originator_id, originator_version, topic, state "
                         "FROM {events} ORDER BY {id}")
-        link = audit.GENESIS
+        link = hash_chain.GENESIS
         chain = []
         for position, originator, version, topic, state in rows:
-            digest = audit.event_digest(topic, bytes(state))
-            link = audit.chain_link(link, position, originator, version, digest)
+            digest = hash_chain.event_digest(topic, bytes(state))
+            link = hash_chain.chain_link(link, position, originator, version, digest)
             chain.append((position, digest, link))
         self.sql("DELETE FROM {chain}")
         for row in chain:
@@ -209,7 +210,7 @@ def test_the_next_write_refuses_to_launder(
     writer = writer or open_engine(store.url, catch_up=False)
     count, head = store.count(), store.head()
     try:
-        with pytest.raises(audit.ChainRefused) as refused:
+        with pytest.raises(hash_chain.ChainRefused) as refused:
             writer.app.apply(parse_command(NEXT))
     finally:
         writer.close()

@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from interlock import persistence
 from interlock.cli import app
 from interlock.engine import open_engine
-from projections import audit
+from projections import audit, chain
 from tests.unit.support import Harness, grant, nationality, register
 
 runner = CliRunner()
@@ -158,8 +159,8 @@ def test_a_store_without_a_chain_is_sealed_by_the_operator_not_by_a_write(
     assert verify(tmp_path / "legacy.db")[0] == 1, "no chain yet"
     monkeypatch.undo()
     chained = open_engine(store)
-    assert isinstance(chained.app.recorder, audit.ChainedSQLiteProcessRecorder)
-    with pytest.raises(audit.ChainRefused) as refused:
+    assert isinstance(chained.app.recorder, persistence.ChainedSQLiteProcessRecorder)
+    with pytest.raises(chain.ChainRefused) as refused:
         chained.app.apply(parse_command(grant("e-1", subject="u-1")))
     assert (refused.value.position, refused.value.problem) == (1, "unchained")
     assert chained.app.position == 3
@@ -213,7 +214,7 @@ def test_the_chain_on_postgresql(fresh_postgres_db: str) -> None:
     from domain.commands import parse_command
 
     engine = open_engine(fresh_postgres_db)
-    assert isinstance(engine.app.recorder, audit.ChainedPostgresProcessRecorder)
+    assert isinstance(engine.app.recorder, persistence.ChainedPostgresProcessRecorder)
     commands = [register("fable-5", "fable")] + [
         c for n in range(20) for c in (nationality(f"u-{n}", ["DE"]),
                                        grant(f"e-{n}", subject=f"u-{n}"))]

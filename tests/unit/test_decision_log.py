@@ -12,7 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from domain.decision import Decision, Reason
-from projections.audit import GENESIS, chain_link
+from projections.chain import GENESIS, chain_link
 from projections.decision_log import (
     Chain,
     DecisionIds,
