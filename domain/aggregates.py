@@ -7,13 +7,14 @@ event, so a refused command leaves its aggregate untouched.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
-from domain.commands import CommandError, FieldProblem, check_route
+from domain.commands import TERM_DEFAULTS, CommandError, FieldProblem, check_route
 
 
 def _key(kind: str, name: str) -> UUID:
@@ -200,6 +201,14 @@ class Subject(Aggregate):
         )
 
 
+def terms_expiry(terms: Mapping[str, Any]) -> datetime | None:
+    """The `expires_at` of stored directive terms (ISO text on the event), as a datetime."""
+    value = terms.get("expires_at")
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(value)
+
+
 class Directive(Aggregate):
     """A government order or internal policy that denies or reroutes access to models."""
 
@@ -285,7 +294,7 @@ class Directive(Aggregate):
         self._check_expiry(effective_at, terms)
         for start, in_force in self._terms_from(effective_at, terms):
             try:
-                check_route(in_force.get("effect", "deny"), in_force.get("route_to"))
+                check_route(in_force["effect"], in_force["route_to"])
             except FieldProblem as problem:
                 raise CommandError(
                     problem.field, f"{problem} (the directive's terms from {start.isoformat()} "
@@ -298,11 +307,11 @@ class Directive(Aggregate):
 
     def _check_expiry(self, effective_at: datetime, terms: dict[str, Any]) -> None:
         """An expiry at or before the terms' start would end the directive without a lift."""
-        expires_at = terms.get("expires_at")
+        expires_at = terms_expiry(terms)
         if expires_at is None:
             return
         start = max(self.effective_at, effective_at)
-        if datetime.fromisoformat(expires_at) <= start:
+        if expires_at <= start:
             raise CommandError(
                 "expires_at", f"must be after {start.isoformat()}, when the directive is in "
                 "force with this amendment; to end it, lift it"
@@ -316,7 +325,7 @@ class Directive(Aggregate):
         in (start, recorded) order, as the fact base reads them."""
         added = (effective_at, terms)
         ordered = sorted([*self.amendments, added], key=lambda amendment: amendment[0])
-        in_force = dict(self.issued_terms)
+        in_force = {**TERM_DEFAULTS, **self.issued_terms}
         states = []
         reached = False
         for amendment in ordered:

@@ -278,10 +278,6 @@ class Finding(NamedTuple):
     """The attributes the predicate met unknown."""
     applies: bool
 
-    @property
-    def in_force(self) -> bool:
-        return self.terms is not None
-
 
 def find(
     directive: DirectiveFacts,

@@ -14,7 +14,15 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from domain.aggregates import CommandReceipt, Directive, Entitlement, ModelVersion, Subject
+from domain.aggregates import (
+    CommandReceipt,
+    Directive,
+    Entitlement,
+    ModelVersion,
+    Subject,
+    terms_expiry,
+)
+from domain.commands import TERM_DEFAULTS
 from domain.predicates import Predicate, stored_predicate
 
 Concerns = tuple[str, ...] | None
@@ -36,12 +44,6 @@ def selector_matches(selector: str, model: str, family: str) -> bool:
     if selector.startswith("family:"):
         return selector[7:] == family
     return selector == model
-
-
-def _parse_time(value: str | datetime | None) -> datetime | None:
-    if value is None or isinstance(value, datetime):
-        return value
-    return datetime.fromisoformat(value)
 
 
 @dataclass(slots=True)
@@ -163,18 +165,20 @@ class DirectiveTerms:
     _covers: dict[str, bool] = field(default_factory=dict, compare=False)
 
     @classmethod
-    def from_data(cls, data: dict[str, Any]) -> DirectiveTerms:
-        exempt = data.get("exempt") or {}
+    def from_data(cls, stored: dict[str, Any]) -> DirectiveTerms:
+        """The terms from their stored form; a term not stored has the command's default."""
+        data = {**TERM_DEFAULTS, **stored}
+        exempt = data["exempt"] or {}
         return cls(
             selectors=tuple(data["models"]),
             predicate=stored_predicate(data["subjects"]),
-            effect=data.get("effect", "deny"),
-            route_to=data.get("route_to"),
-            disclose=bool(data.get("disclose", False)),
+            effect=data["effect"],
+            route_to=data["route_to"],
+            disclose=bool(data["disclose"]),
             exempt_subjects=frozenset(exempt.get("subjects", ())),
             exempt_orgs=frozenset(exempt.get("orgs", ())),
-            on_unknown=data.get("on_unknown", "apply"),
-            expires_at=_parse_time(data.get("expires_at")),
+            on_unknown=data["on_unknown"],
+            expires_at=terms_expiry(data),
         )
 
     def covers(self, model: str, family: str) -> bool:
@@ -418,14 +422,14 @@ class FactBase:
             e.directive, e.authority, e.reference, e.received_at, e.effective_at, position,
             e.timestamp, dict(e.terms),
         )
-        self._note_times(self.global_times, e.effective_at, _parse_time(e.terms.get("expires_at")))
+        self._note_times(self.global_times, e.effective_at, terms_expiry(e.terms))
         return None
 
     def _directive_amended(self, e: Directive.Amended, position: int) -> Concerns:
         facts = self.directives[self._names[e.originator_id]]
         facts.amendments.append((e.effective_at, position, dict(e.terms)))
         self._directives_by_model.clear()
-        self._note_times(self.global_times, e.effective_at, _parse_time(e.terms.get("expires_at")))
+        self._note_times(self.global_times, e.effective_at, terms_expiry(e.terms))
         return None
 
     def _directive_lifted(self, e: Directive.Lifted, position: int) -> Concerns:
