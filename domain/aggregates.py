@@ -7,13 +7,14 @@ event, so a refused command leaves its aggregate untouched.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
-from domain.commands import CommandError, FieldProblem, check_route
+from domain.commands import TERM_DEFAULTS, CommandError, FieldProblem, check_route
 
 
 def _key(kind: str, name: str) -> UUID:
@@ -200,6 +201,14 @@ class Subject(Aggregate):
         )
 
 
+def terms_expiry(terms: Mapping[str, Any]) -> datetime | None:
+    """The `expires_at` of stored directive terms (ISO text on the event), as a datetime."""
+    value = terms.get("expires_at")
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(value)
+
+
 class Directive(Aggregate):
     """A government order or internal policy that denies or reroutes access to models."""
 
@@ -218,7 +227,6 @@ class Directive(Aggregate):
         signed_by: str | None
 
         def apply(self, aggregate: Directive) -> None:
-            aggregate.latest_terms = {**aggregate.latest_terms, **self.terms}
             aggregate.amendments.append((self.effective_at, self.terms))
 
     class Lifted(Aggregate.Event):
@@ -239,10 +247,12 @@ class Directive(Aggregate):
         signed_by: str | None,
     ) -> None:
         self.directive = directive
+        self.authority = authority
+        self.reference = reference
+        self.received_at = received_at
         self.effective_at = effective_at
         self.issued_terms = terms
-        self.latest_terms = terms
-        """The terms with every amendment applied in recorded order."""
+        self.signed_by = signed_by
         self.amendments: list[tuple[datetime, dict[str, Any]]] = []
         """(effective_at, terms) of each amendment, in recorded order."""
         self.lifted = False
@@ -284,7 +294,7 @@ class Directive(Aggregate):
         self._check_expiry(effective_at, terms)
         for start, in_force in self._terms_from(effective_at, terms):
             try:
-                check_route(in_force.get("effect", "deny"), in_force.get("route_to"))
+                check_route(in_force["effect"], in_force["route_to"])
             except FieldProblem as problem:
                 raise CommandError(
                     problem.field, f"{problem} (the directive's terms from {start.isoformat()} "
@@ -297,11 +307,11 @@ class Directive(Aggregate):
 
     def _check_expiry(self, effective_at: datetime, terms: dict[str, Any]) -> None:
         """An expiry at or before the terms' start would end the directive without a lift."""
-        expires_at = terms.get("expires_at")
+        expires_at = terms_expiry(terms)
         if expires_at is None:
             return
         start = max(self.effective_at, effective_at)
-        if datetime.fromisoformat(expires_at) <= start:
+        if expires_at <= start:
             raise CommandError(
                 "expires_at", f"must be after {start.isoformat()}, when the directive is in "
                 "force with this amendment; to end it, lift it"
@@ -315,7 +325,7 @@ class Directive(Aggregate):
         in (start, recorded) order, as the fact base reads them."""
         added = (effective_at, terms)
         ordered = sorted([*self.amendments, added], key=lambda amendment: amendment[0])
-        in_force = dict(self.issued_terms)
+        in_force = {**TERM_DEFAULTS, **self.issued_terms}
         states = []
         reached = False
         for amendment in ordered:

@@ -339,14 +339,9 @@ class CommandBatch:
             self._require_models("route_to", [c.route_to])
         signed_by = self._signer(c)
         received_at = c.received_at or now
-        terms = c.model_dump(
-            mode="json",
-            include={"models", "subjects", "effect", "route_to", "disclose", "exempt",
-                     "on_unknown", "expires_at"},
-        )
         directive = Directive.issue(
             c.directive, c.authority, c.reference, received_at, c.effective_at or received_at,
-            terms, signed_by, now,
+            c.stored_terms(), signed_by, now,
         )
         return [self._add(directive)]
 

@@ -324,6 +324,10 @@ class IssueDirective(_Command):
         _check_interval(self.effective_at or self.received_at, self.expires_at, "expires_at")
         return self
 
+    def stored_terms(self) -> dict[str, Any]:
+        """The directive's terms in their stored form: every term an amendment may change."""
+        return self.model_dump(mode="json", include=DIRECTIVE_TERMS)
+
 
 class AmendDirective(_Command):
     """Replaces the terms it carries from `effective_at` on; omitted terms stay as they were."""
@@ -364,6 +368,21 @@ class AmendDirective(_Command):
 
 
 _NOT_TERMS = frozenset(("type", "directive", "effective_at", "command_id", "signature"))
+DIRECTIVE_TERMS = frozenset(AmendDirective.model_fields) - _NOT_TERMS
+"""The names of a directive's terms, as stored on its Issued and Amended events."""
+
+
+def _stored_default(name: str) -> Any:
+    default = IssueDirective.model_fields[name].get_default(call_default_factory=True)
+    return default.model_dump(mode="json") if isinstance(default, BaseModel) else default
+
+
+TERM_DEFAULTS: dict[str, Any] = {
+    name: _stored_default(name)
+    for name in sorted(DIRECTIVE_TERMS) if not IssueDirective.model_fields[name].is_required()
+}
+"""What a term not stored means: the command's default (events stored before a term existed
+do not carry it)."""
 _NULLABLE_TERMS = frozenset(("expires_at", "route_to"))
 """Terms an amendment may set to null: no expiry, no route target."""
 
@@ -383,7 +402,7 @@ def canonical_json(command: BaseModel) -> bytes:
     command, so formatting of the original document does not matter."""
     data = command.model_dump(mode="json", exclude={"signature"})
     if isinstance(command, AmendDirective):
-        for term in AmendDirective.model_fields.keys() - _NOT_TERMS - command.carried_terms():
+        for term in DIRECTIVE_TERMS - command.carried_terms():
             del data[term]
     return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
 

@@ -11,7 +11,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from domain.facts import ATTRIBUTE_KIND, EMPLOYER, FactBase, SubjectFacts
+from domain.facts import (
+    ATTRIBUTE_KIND,
+    EMPLOYER,
+    DirectiveFacts,
+    DirectiveTerms,
+    FactBase,
+    SubjectFacts,
+)
 from domain.predicates import AttributeLookup
 
 MAX_ROUTE_HOPS = 3
@@ -246,24 +253,76 @@ def _judge_one(
     route: _Route | None = None
     route_order: tuple[datetime, str] | None = None
     for directive in facts.directives_for(model):
-        terms = directive.active_terms(at, as_of)
-        if terms is None or not terms.covers(model, family):
-            continue
-        if subject in terms.exempt_subjects or (employer and not employer.isdisjoint(
-            terms.exempt_orgs
-        )):
+        terms = directive.scoping_terms(model, family, at, as_of)
+        if terms is None or terms.exempts(subject, employer):
             continue
         truth, unknowns = terms.predicate.evaluate(attributes)
-        if truth is False or (truth is None and terms.on_unknown != "apply"):
+        if not terms.applies_on(truth):
             continue
         if terms.effect == "deny":
             denials.append(Reason("directive", directive.directive))
             denials.extend(Reason("unknown_attribute", a) for a in unknowns)
-        elif route_order is None or (directive.effective_at, directive.directive) < route_order:
-            route_order = (directive.effective_at, directive.directive)
+        elif route_order is None or route_key(directive) < route_order:
+            route_order = route_key(directive)
             route = (directive.directive, terms.disclose, terms.route_to or "", unknowns)
     if denials:
         return Verdict("deny", sorted_reasons(denials)), None
     if route is not None:
         return Verdict("route", ()), route
     return Verdict("allow", sorted_reasons(Reason("entitled", e) for e in entitled)), None
+
+
+def scope(
+    facts: FactBase, model: str, family: str, at: datetime, as_of: int
+) -> list[DirectiveFacts]:
+    """The directives in force at `at`, as known at `as_of`, whose terms cover `model`: the
+    only ones the rule weighs, and the ones a stale index fails closed for."""
+    return [d for d in facts.directives_for(model) if d.scoping_terms(model, family, at, as_of)]
+
+
+def route_key(directive: DirectiveFacts) -> tuple[datetime, str]:
+    """Of several route directives that apply, the earliest in force wins, then the least id."""
+    return (directive.effective_at, directive.directive)
+
+
+class Finding(NamedTuple):
+    """What the rule found for one directive, for one subject and model: `judge` acts on the
+    same checks, stopping at the first that rules the directive out."""
+
+    directive: DirectiveFacts
+    terms: DirectiveTerms | None
+    """The terms in force at `at`, as known at `as_of`; None when the directive is not."""
+    covers: bool | None
+    exempt: bool | None
+    truth: bool | None
+    unknowns: frozenset[str]
+    """The attributes the predicate met unknown."""
+    applies: bool
+
+
+def find(
+    directive: DirectiveFacts,
+    subject: str,
+    model: str,
+    family: str,
+    at: datetime,
+    as_of: int,
+    attributes: AttributeLookup,
+) -> Finding:
+    """Every check of the rule for one directive, none skipped (for an explanation)."""
+    terms = directive.active_terms(at, as_of)
+    if terms is None:
+        return Finding(directive, None, None, None, None, frozenset(), False)
+    covers = terms.covers(model, family)
+    exempt = terms.exempts(subject, attributes(EMPLOYER))
+    truth, unknowns = terms.predicate.evaluate(attributes)
+    return Finding(directive, terms, covers, exempt, truth, unknowns,
+                   covers and not exempt and terms.applies_on(truth))
+
+
+def chosen_route(findings: list[Finding]) -> Finding | None:
+    """The route directive the rule follows from these findings: none when a deny applies."""
+    applying = [f for f in findings if f.applies]
+    if not applying or any(f.terms is not None and f.terms.effect == "deny" for f in applying):
+        return None
+    return min(applying, key=lambda f: route_key(f.directive))

@@ -14,7 +14,15 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from domain.aggregates import CommandReceipt, Directive, Entitlement, ModelVersion, Subject
+from domain.aggregates import (
+    CommandReceipt,
+    Directive,
+    Entitlement,
+    ModelVersion,
+    Subject,
+    terms_expiry,
+)
+from domain.commands import TERM_DEFAULTS
 from domain.predicates import Predicate, stored_predicate
 
 Concerns = tuple[str, ...] | None
@@ -36,12 +44,6 @@ def selector_matches(selector: str, model: str, family: str) -> bool:
     if selector.startswith("family:"):
         return selector[7:] == family
     return selector == model
-
-
-def _parse_time(value: str | datetime | None) -> datetime | None:
-    if value is None or isinstance(value, datetime):
-        return value
-    return datetime.fromisoformat(value)
 
 
 @dataclass(slots=True)
@@ -100,6 +102,9 @@ class Attestation:
     def order(self) -> tuple[datetime, int]:
         return (self.valid_from, self.position)
 
+    def expired(self, at: datetime) -> bool:
+        return self.valid_until is not None and at >= self.valid_until
+
 
 @dataclass(slots=True)
 class SubjectFacts:
@@ -118,20 +123,32 @@ class SubjectFacts:
         An expired or revoked winner leaves the attribute unknown; it does not revive the
         attestation it superseded.
         """
+        candidate = self.latest(kind, at, as_of)
+        if candidate is None or candidate.expired(at):
+            return None
+        if self.revocation(kind, candidate, at, as_of) is not None:
+            return None
+        return candidate
+
+    def latest(self, kind: str, at: datetime, as_of: int) -> Attestation | None:
+        """The attestation that supersedes all others of `kind` valid by `at`, known at
+        `as_of`, whether or not it still holds."""
         history = self.attestations.get(kind)
         if not history:
             return None
         for candidate in reversed(history):
             if candidate.valid_from <= at and candidate.position <= as_of:
-                break
-        else:
-            return None
-        if candidate.valid_until is not None and at >= candidate.valid_until:
-            return None
+                return candidate
+        return None
+
+    def revocation(
+        self, kind: str, attestation: Attestation, at: datetime, as_of: int
+    ) -> tuple[datetime, int] | None:
+        """(effective_at, position) of a revocation that ends `attestation` by `at`, if any."""
         for effective_at, position in self.revocations.get(kind, ()):
-            if candidate.position < position <= as_of and effective_at <= at:
-                return None
-        return candidate
+            if attestation.position < position <= as_of and effective_at <= at:
+                return effective_at, position
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,22 +165,34 @@ class DirectiveTerms:
     _covers: dict[str, bool] = field(default_factory=dict, compare=False)
 
     @classmethod
-    def from_data(cls, data: dict[str, Any]) -> DirectiveTerms:
-        exempt = data.get("exempt") or {}
+    def from_data(cls, stored: dict[str, Any]) -> DirectiveTerms:
+        """The terms from their stored form; a term not stored has the command's default."""
+        data = {**TERM_DEFAULTS, **stored}
+        exempt = data["exempt"] or {}
         return cls(
             selectors=tuple(data["models"]),
             predicate=stored_predicate(data["subjects"]),
-            effect=data.get("effect", "deny"),
-            route_to=data.get("route_to"),
-            disclose=bool(data.get("disclose", False)),
+            effect=data["effect"],
+            route_to=data["route_to"],
+            disclose=bool(data["disclose"]),
             exempt_subjects=frozenset(exempt.get("subjects", ())),
             exempt_orgs=frozenset(exempt.get("orgs", ())),
-            on_unknown=data.get("on_unknown", "apply"),
-            expires_at=_parse_time(data.get("expires_at")),
+            on_unknown=data["on_unknown"],
+            expires_at=terms_expiry(data),
         )
 
     def covers(self, model: str, family: str) -> bool:
         return _covers(self.selectors, self._covers, model, family)
+
+    def exempts(self, subject: str, employer: frozenset[str] | None) -> bool:
+        """The subject, or one of its employers, is exempt from these terms."""
+        return subject in self.exempt_subjects or bool(
+            employer and not employer.isdisjoint(self.exempt_orgs)
+        )
+
+    def applies_on(self, truth: bool | None) -> bool:
+        """A true predicate applies the terms; an unknown one when `on_unknown` says so."""
+        return truth is True or (truth is None and self.on_unknown == "apply")
 
 
 def _covers(selectors: tuple[str, ...], memo: dict[str, bool], model: str, family: str) -> bool:
@@ -225,6 +254,13 @@ class DirectiveFacts:
         if terms.expires_at is not None and at >= terms.expires_at:
             return None
         return terms
+
+    def scoping_terms(
+        self, model: str, family: str, at: datetime, as_of: int
+    ) -> DirectiveTerms | None:
+        """The terms when the directive is in force at `at` and they cover `model`, else None."""
+        terms = self.active_terms(at, as_of)
+        return terms if terms is not None and terms.covers(model, family) else None
 
 
 class FactBase:
@@ -386,14 +422,14 @@ class FactBase:
             e.directive, e.authority, e.reference, e.received_at, e.effective_at, position,
             e.timestamp, dict(e.terms),
         )
-        self._note_times(self.global_times, e.effective_at, _parse_time(e.terms.get("expires_at")))
+        self._note_times(self.global_times, e.effective_at, terms_expiry(e.terms))
         return None
 
     def _directive_amended(self, e: Directive.Amended, position: int) -> Concerns:
         facts = self.directives[self._names[e.originator_id]]
         facts.amendments.append((e.effective_at, position, dict(e.terms)))
         self._directives_by_model.clear()
-        self._note_times(self.global_times, e.effective_at, _parse_time(e.terms.get("expires_at")))
+        self._note_times(self.global_times, e.effective_at, terms_expiry(e.terms))
         return None
 
     def _directive_lifted(self, e: Directive.Lifted, position: int) -> Concerns:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from domain.aggregates import Directive
+from domain.aggregates import Directive, terms_expiry
 from domain.application import Clock, system_clock
 from domain.decision import NO_CONTEXT, Reason, Verdict, judge, reasons_json
 from domain.facts import FactBase
@@ -294,5 +294,6 @@ def _moments(event: Any) -> Iterable[datetime]:
         if moment is not None:
             yield moment
     terms = getattr(event, "terms", None)
-    if terms and terms.get("expires_at"):
-        yield datetime.fromisoformat(terms["expires_at"])
+    expires_at = None if terms is None else terms_expiry(terms)
+    if expires_at is not None:
+        yield expires_at

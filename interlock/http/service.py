@@ -20,7 +20,7 @@ import orjson
 from starlette.concurrency import run_in_threadpool
 
 from domain.commands import Command, CommandError, parse_command
-from domain.decision import Decision, Reason
+from domain.decision import Decision, Reason, scope
 from domain.limits import MAX_BATCH_COMMANDS, MAX_COMMAND_BYTES
 from domain.queries import DecisionRequest
 from interlock.auth import Tokens
@@ -226,11 +226,9 @@ class Service:
         model = facts.models.get(decision.model)
         if model is None:
             return decision
-        for directive in facts.directives_for(model.model):
-            terms = directive.active_terms(decision.at, facts.position)
-            if terms is not None and terms.covers(model.model, model.family):
-                return Decision(decision.subject, decision.model, "deny", None, False, STALE,
-                                decision.at, decision.as_of)
+        if scope(facts, model.model, model.family, decision.at, facts.position):
+            return Decision(decision.subject, decision.model, "deny", None, False, STALE,
+                            decision.at, decision.as_of)
         return decision
 
     # --- commands ---------------------------------------------------------------------------

@@ -10,12 +10,14 @@ from domain.decision import (
     NO_CONTEXT,
     Context,
     Decision,
+    Finding,
     attribute_lookup,
+    chosen_route,
+    find,
     judge,
 )
 from domain.facts import (
     ATTRIBUTE_KIND,
-    DirectiveFacts,
     FactBase,
     SubjectFacts,
 )
@@ -58,24 +60,22 @@ def explain_predicate(predicate: Predicate, lookup: AttributeLookup) -> dict[str
 
 
 def _why_unknown(subject: SubjectFacts | None, kind: str, at: datetime, as_of: int) -> str:
-    """Why `SubjectFacts.attestation` found nothing in force (for the explanation only)."""
+    """Why `SubjectFacts.attestation` found nothing in force, in its own steps."""
     history = [] if subject is None else subject.attestations.get(kind, [])
     known = [a for a in history if a.position <= as_of]
-    if not known:
+    if subject is None or not known:
         return f"no {kind} attestation known at position {as_of}"
-    valid = [a for a in known if a.valid_from <= at]
-    if not valid:
+    latest = subject.latest(kind, at, as_of)
+    if latest is None:
         return f"no {kind} attestation valid yet (the first is valid from " \
                f"{iso(min(a.valid_from for a in known))})"
-    latest = valid[-1]
-    if latest.valid_until is not None and at >= latest.valid_until:
+    if latest.expired(at):
         return f"the {kind} attestation at position {latest.position} expired at " \
                f"{iso(latest.valid_until)}"
-    assert subject is not None
-    for effective_at, position in subject.revocations.get(kind, ()):
-        if latest.position < position <= as_of and effective_at <= at:
-            return f"the {kind} attestation at position {latest.position} was revoked from " \
-                   f"{iso(effective_at)} (position {position})"
+    revocation = subject.revocation(kind, latest, at, as_of)
+    if revocation is not None:
+        return f"the {kind} attestation at position {latest.position} was revoked from " \
+               f"{iso(revocation[0])} (position {revocation[1]})"
     return "unknown"
 
 
@@ -107,11 +107,10 @@ def explain_attributes(
     return out
 
 
-def _directive_explanation(
-    facts: FactBase, d: DirectiveFacts, subject: str, model: str, family: str, at: datetime,
-    as_of: int, lookup: AttributeLookup,
-) -> dict[str, Any]:
-    terms = d.active_terms(at, as_of)
+def _directive_explanation(finding: Finding, at: datetime, as_of: int,
+                           lookup: AttributeLookup) -> dict[str, Any]:
+    """What the rule found for one directive, as the explanation shows it."""
+    d, terms = finding.directive, finding.terms
     shown = terms or d.terms(at, as_of)
     out: dict[str, Any] = {
         "directive": d.directive, "authority": d.authority, "reference": d.reference,
@@ -130,22 +129,16 @@ def _directive_explanation(
         out.update(in_force=False, why=why, covers=None, exempt=None, predicate=None,
                    truth=None, applies=False)
         return out
-    covers = terms.covers(model, family)
-    employer = lookup("employer")
-    exempt = subject in terms.exempt_subjects or bool(
-        employer and not employer.isdisjoint(terms.exempt_orgs))
-    tree = explain_predicate(terms.predicate, lookup)
-    truth = tree["truth"]
-    applies = covers and not exempt and (truth is True or (
-        truth is None and terms.on_unknown == "apply"))
-    out.update(in_force=True, why=None, covers=covers, exempt=exempt, predicate=tree,
-               truth=truth, applies=applies)
+    out.update(in_force=True, why=None, covers=finding.covers, exempt=finding.exempt,
+               predicate=explain_predicate(terms.predicate, lookup), truth=finding.truth,
+               applies=finding.applies)
     return out
 
 
 def _explain_model(
     facts: FactBase, subject: str, model: str, at: datetime, as_of: int, context: Context
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], Finding | None]:
+    """One model's step of the explanation, and the route the rule takes from it."""
     lookup = attribute_lookup(facts, subject, at, as_of, context)
     model_facts = facts.models.get(model)
     known = model_facts is not None and model_facts.position <= as_of
@@ -160,7 +153,7 @@ def _explain_model(
         "directives": [],
     }
     if not known or model_facts is None:
-        return out
+        return out, None
     employer = lookup("employer") or frozenset()
     found = facts.subjects.get(subject)
     considered = list(found.entitlements) if found is not None else []
@@ -175,11 +168,14 @@ def _explain_model(
             "via": "subject" if e.grantee_kind == "subject" else "employer",
             "active": active, "covers": covers, "matched": active and covers,
         })
-    for d in facts.directives.values():
-        if d.position <= as_of:
-            out["directives"].append(_directive_explanation(
-                facts, d, subject, model, model_facts.family, at, as_of, lookup))
-    return out
+    findings = [
+        find(d, subject, model, model_facts.family, at, as_of, lookup)
+        for d in facts.directives.values() if d.position <= as_of
+    ]
+    out["directives"] = [_directive_explanation(f, at, as_of, lookup) for f in findings]
+    if out["withdrawn"] or not any(e["matched"] for e in out["entitlements"]):
+        return out, None
+    return out, chosen_route(findings)
 
 
 def explain(
@@ -199,21 +195,18 @@ def explain(
         position = min(position, facts.position_known_at(known_at))
     decision = Decision.of(subject, model, judge(facts, subject, model, at, position, context),
                            at, position)
-    steps = [_explain_model(facts, subject, model, at, position, context)]
+    step, route = _explain_model(facts, subject, model, at, position, context)
+    steps = [step]
     seen = {model}
-    while len(steps) <= MAX_ROUTE_HOPS:
-        routes = [d for d in steps[-1]["directives"] if d["applies"]]
-        if any(d["effect"] == "deny" for d in routes) or not routes:
-            break
-        if not any(e["matched"] for e in steps[-1]["entitlements"]) or steps[-1]["withdrawn"]:
-            break
-        chosen = min(routes, key=lambda d: (d["effective_at"], d["directive"]))
-        target = chosen["route_to"]
-        steps[-1]["route"] = {"directive": chosen["directive"], "to": target}
-        if target in seen:
+    while route is not None and len(steps) <= MAX_ROUTE_HOPS:
+        assert route.terms is not None
+        target = route.terms.route_to
+        steps[-1]["route"] = {"directive": route.directive.directive, "to": target}
+        if target is None or target in seen:
             break
         seen.add(target)
-        steps.append(_explain_model(facts, subject, target, at, position, context))
+        step, route = _explain_model(facts, subject, target, at, position, context)
+        steps.append(step)
     return {
         "decision": decision.to_json(),
         "at": iso(at), "as_of": position, "known_at": iso(known_at),

@@ -141,13 +141,9 @@ def what_if(
                 raise CommandError(name, f"unknown model {selector!r} (not registered)")
     now = clock()
     received = command.received_at or now
-    terms = command.model_dump(  # the terms `CommandBatch._issue_directive` stores
-        mode="json",
-        include={"models", "subjects", "effect", "route_to", "disclose", "exempt", "on_unknown",
-                 "expires_at"},
-    )
     aggregate = Directive.issue(command.directive, command.authority, command.reference,
-                                received, command.effective_at or received, terms, None, now)
+                                received, command.effective_at or received,
+                                command.stored_terms(), None, now)
     for event in aggregate.collect_events():
         view.index.apply(event, facts.position + 1)  # its reach indexes follow
     return replace(impact(facts, command.directive, view.reach), what_if=True)
