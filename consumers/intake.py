@@ -218,31 +218,35 @@ class Intake:
         apply failed unexpectedly (the working set may then hold part of it, so it is dropped);
         returns how many records it consumed."""
         batch = CommandBatch(self.app, flush_every=sys.maxsize)
-        refusals: list[Refusal] = []
-        applied = repeated = consumed = 0
-        for record in records:
-            consumed += 1
-            batch.track(Tracking(self._tracking_name(partition), record.offset + 1))
-            if record.offset in self.dead_lettered[partition]:
-                continue
-            try:
-                command = decode(record.value)
-            except Exception as error:  # anything wrong with a message is its refusal
-                refusals.append(Refusal(record, error))
-                continue
-            try:
-                if batch.apply(command):
-                    applied += 1
-                else:
-                    repeated += 1
-            except CommandError as error:
-                refusals.append(Refusal(record, error))
-            except STORE_FAULTS:
-                raise
-            except Exception as error:
-                refusals.append(Refusal(record, error))
-                break
-        self._dead_letter(partition, refusals)
+        try:
+            refusals: list[Refusal] = []
+            applied = repeated = consumed = 0
+            for record in records:
+                consumed += 1
+                batch.track(Tracking(self._tracking_name(partition), record.offset + 1))
+                if record.offset in self.dead_lettered[partition]:
+                    continue
+                try:
+                    command = decode(record.value)
+                except Exception as error:  # anything wrong with a message is its refusal
+                    refusals.append(Refusal(record, error))
+                    continue
+                try:
+                    if batch.apply(command):
+                        applied += 1
+                    else:
+                        repeated += 1
+                except CommandError as error:
+                    refusals.append(Refusal(record, error))
+                except STORE_FAULTS:
+                    raise
+                except Exception as error:
+                    refusals.append(Refusal(record, error))
+                    break
+            self._dead_letter(partition, refusals)
+        except BaseException:
+            batch.discard()  # the write lock must not outlive the segment (nothing was stored)
+            raise
         try:
             batch.flush()
         except STORE_FAULTS:

@@ -217,6 +217,16 @@ class CommandBatch:
         if recordings:
             self._position = recordings[-1].notification.id
 
+    def discard(self) -> None:
+        """Drops the pending events and tracking and releases the write lock: nothing of them
+        is stored. For a caller stopped half-way (a crash it survives in-process), so that the
+        lock does not outlive the batch; the held transaction has written nothing yet."""
+        lock, self._lock = self._lock, None
+        self._events, self._tracking, self._pending_commands = [], None, 0
+        self._working.clear()
+        if lock is not None:
+            lock.close()
+
     def _hold_write_lock(self) -> None:
         """Takes the store's write lock for the next transaction, before its first read; the
         working set is read afresh under it (another writer may have changed it since)."""
