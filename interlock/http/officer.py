@@ -20,6 +20,7 @@ from interlock.http.routing import (
     responses,
 )
 from interlock.http.service import CommandsOutcome, Service, command_documents
+from projections.chain import ChainRefused
 
 router = APIRouter(tags=["officer"], dependencies=requires("officer"))
 
@@ -33,6 +34,9 @@ router = APIRouter(tags=["officer"], dependencies=requires("officer"))
          "command (`index` names it; nothing of it was stored, the `applied` commands "
          "before it were), or another writer changed the same facts at the same time "
          "(retry)."),
+        (503, CommandRejectedOut, "The store refused the write: the log since the hash "
+         "chain's head is not what a writer of ours left (`interlock verify` names it); "
+         "nothing of these commands was stored."),
         TOO_LARGE,
     ),
     openapi_extra=request_body("CommandsIn"),
@@ -57,6 +61,11 @@ async def commands(request: Request, service: ServiceDep) -> Response:
         return error_response(409, "another writer changed the same facts concurrently; "
                               "nothing of these commands was stored, retry them", applied=0,
                               repeated=0, position=service.index.position)
+    except ChainRefused as refused:
+        service.metrics.commands_rejected.inc()
+        return error_response(503, f"write refused (nothing of these commands was stored): "
+                              f"{refused}", applied=0, repeated=0,
+                              position=service.index.position)
     if outcome.rejected is not None:
         index, error = outcome.rejected
         if isinstance(error, CommandConflict):  # named as `interlock apply` names it

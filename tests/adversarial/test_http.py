@@ -5,6 +5,7 @@ idle event streams can neither exhaust the server nor keep their slots after the
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -382,3 +383,23 @@ def test_open_streams_take_no_thread_from_the_pool(
     finally:
         running.should_exit = True
         thread.join(timeout=20)
+
+
+def test_a_write_onto_a_rewritten_log_is_503_and_stores_nothing(
+    client: TestClient, store: str
+) -> None:
+    """A row slipped into the events table is not chained over by the next write: HTTP says
+    so (not a 500), like `interlock apply`."""
+    start = position(client)
+    with sqlite3.connect(store.removeprefix("sqlite:///")) as db:
+        db.execute("INSERT INTO stored_events (originator_id, originator_version, topic, state)"
+                   " SELECT originator_id, originator_version + 1000, topic, state"
+                   " FROM stored_events ORDER BY rowid DESC LIMIT 1")
+    answer = client.post("/v1/commands", json={"type": "register_model", "model": "haiku-9",
+                                               "family": "haiku"})
+    assert answer.status_code == 503, answer.text
+    assert answer.json()["error"].startswith("write refused"), answer.text
+    assert (answer.json()["applied"], answer.json()["position"]) == (0, start)
+    with sqlite3.connect(store.removeprefix("sqlite:///")) as db:
+        assert db.execute("SELECT count(*) FROM stored_events WHERE topic LIKE '%Registered'"
+                          " AND state LIKE '%haiku-9%'").fetchone() == (0,)
