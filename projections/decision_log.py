@@ -1,6 +1,6 @@
 """The decision log: every decision a server answered, on the record.
 
-DESIGN.md's compliance tools reconstruct what *should* have been decided; an investigation also
+The compliance tools reconstruct what *should* have been decided; an investigation also
 asks what *was* served. Each served decision becomes an `Entry` — its decision id, served time,
 the request (subject, model, valid time, `known_at`, context), the answer (effect, reasons,
 `as_of`) and the replica that answered — and the entries are kept in a table (SQLite or

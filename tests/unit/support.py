@@ -109,7 +109,7 @@ class Harness:
         return [(r["code"], r["ref"]) for r in decision["reasons"]]
 
 
-# --- command builders (the normative JSON lines of DESIGN.md) -------------------------------
+# --- command builders (the normative JSON lines; see docs/commands.md) ----------------------
 
 
 def register(model: str, family: str, **extra: Any) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Commands (DESIGN.md "Commands (normative JSON lines)"): validation, invariants, idempotency.
+"""Commands (docs/commands.md): validation, invariants, idempotency.
 
 Malformed commands are refused by `parse_command` with a `CommandError` whose `.field` names
 the field; commands that break an invariant are refused by the application with nothing of
@@ -43,7 +43,7 @@ from .support import (
     withdraw,
 )
 
-# DESIGN.md's example lines, verbatim but for the "..." timestamps, which are filled in below.
+# The design's example command lines, verbatim but for the "..." timestamps, filled in below.
 DESIGN_EXAMPLES = r"""
 {"type": "register_model", "model": "fable-5", "family": "fable"}
 {"type": "withdraw_model", "model": "fable-5", "effective_at": "..."}
@@ -80,7 +80,7 @@ def test_design_example_line_validates(line: str) -> None:
 
 
 def test_every_command_type_has_a_design_example_or_is_reinstate() -> None:
-    """DESIGN.md shows every command but `reinstate_model` (the aggregates table names it)."""
+    """The design shows every command but `reinstate_model` (an addition of ours)."""
     shown = {json.loads(line)["type"] for line in EXAMPLES}
     assert set(COMMAND_TYPES) - shown == {"reinstate_model"}
 
