@@ -142,6 +142,19 @@ def private_key_pem(key: Ed25519PrivateKey) -> bytes:
     )
 
 
+def write_new_key(path: str) -> Ed25519PrivateKey:
+    """A new Ed25519 key, written to `path` as unencrypted PKCS#8 PEM readable by its owner
+    only; never over an existing file (ConfigError naming it)."""
+    key = generate_key()
+    try:
+        with Path(path).open("xb") as stream:
+            Path(path).chmod(0o600)
+            stream.write(private_key_pem(key))
+    except OSError as error:
+        raise ConfigError(f"{path}: {error.strerror}") from None
+    return key
+
+
 def load_private_key(path: str) -> Ed25519PrivateKey:
     """An unencrypted PKCS#8 PEM Ed25519 key, as `interlock sign --generate-key` writes."""
     try:

@@ -42,19 +42,15 @@ def sign(
     without a command_id gets a fresh one, which the signature covers."""
     from domain.commands import CommandError, load_json
     from interlock.auth import ConfigError
-    from interlock.signing import generate_key as new_key
-    from interlock.signing import load_private_key, private_key_pem, public_key_b64, sign_command
+    from interlock.signing import load_private_key, public_key_b64, sign_command, write_new_key
 
     if not key or not key_id:
         raise fail("sign needs --key FILE and --key-id ID")
     if generate_key:
-        private = new_key()
         try:
-            with Path(key).open("xb") as stream:
-                Path(key).chmod(0o600)
-                stream.write(private_key_pem(private))
-        except OSError as error:
-            raise fail(f"{key}: {error.strerror}") from None
+            private = write_new_key(key)
+        except ConfigError as error:
+            raise fail(str(error)) from None
         emit({key_id: public_key_b64(private)})
         return
     if file is None:

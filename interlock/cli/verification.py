@@ -294,19 +294,15 @@ def checkpoint(
         publish_checkpoint,
         sign_head,
     )
-    from interlock.signing import generate_key as new_key
-    from interlock.signing import load_private_key, private_key_pem
+    from interlock.signing import load_private_key, write_new_key
     from projections import audit
     from projections.checkpoints import key_id
 
     if generate_key:
-        private = new_key()
         try:
-            with Path(key).open("xb") as stream:
-                Path(key).chmod(0o600)
-                stream.write(private_key_pem(private))
-        except OSError as error:
-            raise fail(f"{key}: {error.strerror}") from None
+            private = write_new_key(key)
+        except ConfigError as error:
+            raise fail(str(error)) from None
         emit({"public_key": public_key_b64(private), "key_id": key_id(private.public_key())})
         return
     try:

@@ -176,3 +176,20 @@ def test_the_sign_command_signs_directives_for_the_service(
     )
     assert bad.returncode == 2
     assert bad.stderr.startswith("line 2: ")
+
+
+@pytest.mark.parametrize("command", [["sign"], ["checkpoint"]])
+def test_a_new_key_never_overwrites_a_file(tmp_path: Path, command: list[str]) -> None:
+    """`--generate-key` onto an existing file is refused naming it, and the file is kept."""
+    from typer.testing import CliRunner
+
+    from interlock.cli import app
+
+    existing = tmp_path / "key.pem"
+    existing.write_text("kept")
+    extra = ["--key-id", "officer-1"] if command == ["sign"] else []
+    result = CliRunner().invoke(app, [*command, "--generate-key", "--key", str(existing),
+                                      *extra, "--store", f"sqlite:///{tmp_path / 's.db'}"])
+    assert result.exit_code == 2, result.output
+    assert str(existing) in result.output and "exists" in result.output
+    assert existing.read_text() == "kept"
