@@ -10,7 +10,11 @@ from rich.table import Table
 
 from interlock.cli.shell import (
     TOO_LONG,
+    AsOfOption,
     JsonOption,
+    KnownAtOption,
+    LocationOption,
+    PurposeOption,
     StoreOption,
     app,
     emit,
@@ -76,12 +80,10 @@ def decide(
     subject: Annotated[str | None, typer.Argument(help="Subject id.")] = None,
     model: Annotated[str | None, typer.Argument(help="Model version id.")] = None,
     at: Annotated[str | None, typer.Option(help="Valid time (ISO-8601 with offset).")] = None,
-    as_of: Annotated[int | None, typer.Option(help="Use only facts up to this position.")] = None,
-    known_at: Annotated[
-        str | None, typer.Option(help="Use only facts recorded by this time.")
-    ] = None,
-    location: Annotated[str | None, typer.Option(help="Request location (country).")] = None,
-    purpose: Annotated[str | None, typer.Option(help="Request purpose.")] = None,
+    as_of: AsOfOption = None,
+    known_at: KnownAtOption = None,
+    location: LocationOption = None,
+    purpose: PurposeOption = None,
     batch: Annotated[
         str | None, typer.Option(help="JSON lines of requests (or -); decisions out.")
     ] = None,

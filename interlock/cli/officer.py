@@ -14,8 +14,12 @@ from domain.limits import MAX_COMMAND_BYTES
 from interlock.cli.decisions import request_of
 from interlock.cli.shell import (
     DEFAULT_LIMIT,
+    AsOfOption,
     JsonOption,
+    KnownAtOption,
     LimitOption,
+    LocationOption,
+    PurposeOption,
     StoreOption,
     app,
     emit,
@@ -296,12 +300,10 @@ def explain(
     subject: Annotated[str, typer.Argument(help="Subject id.")],
     model: Annotated[str, typer.Argument(help="Model version id.")],
     at: Annotated[str | None, typer.Option(help="Valid time (default now).")] = None,
-    as_of: Annotated[int | None, typer.Option(help="Use only facts up to this position.")] = None,
-    known_at: Annotated[
-        str | None, typer.Option(help="Use only facts recorded by this time.")
-    ] = None,
-    location: Annotated[str | None, typer.Option(help="Request location (country).")] = None,
-    purpose: Annotated[str | None, typer.Option(help="Request purpose.")] = None,
+    as_of: AsOfOption = None,
+    known_at: KnownAtOption = None,
+    location: LocationOption = None,
+    purpose: PurposeOption = None,
     as_json: JsonOption = False,
     store: StoreOption = None,
 ) -> None:

@@ -123,6 +123,13 @@ StoreOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
+AsOfOption = Annotated[
+    int | None, typer.Option(help="Use only facts up to this position.")
+]
+KnownAtOption = Annotated[str | None, typer.Option(help="Use only facts recorded by this time.")]
+LocationOption = Annotated[str | None, typer.Option(help="Request location (country).")]
+PurposeOption = Annotated[str | None, typer.Option(help="Request purpose.")]
+"""The options of a decision request, shared by `decide` and `explain`."""
 SnapshotOption = Annotated[
     str | None,
     typer.Option(

@@ -35,9 +35,6 @@ from domain.queries import DecisionRequest
 from interlock.decision_log import open_decision_log, replica_id
 from interlock.http.models import (
     DecisionOut,
-    Effect,
-    Position,
-    ReasonOut,
     Time,
     _Body,
 )
@@ -69,7 +66,7 @@ class ServedBatchOut(_Body):
     """In request order."""
 
 
-class LoggedDecisionOut(_Body):
+class LoggedDecisionOut(DecisionOut):
     """A served decision as the log keeps it: the normative decision JSON, its id, when and by
     which replica it was served, what the request added, and its place in the hash chain."""
 
@@ -77,14 +74,6 @@ class LoggedDecisionOut(_Body):
     kind: Literal["decision"]
     served_at: Time
     replica: str
-    subject: str
-    model: str
-    effect: Effect
-    route_to: str | None
-    disclosed: bool
-    reasons: list[ReasonOut]
-    at: Time
-    as_of: Position
     family: str | None
     known_at: Time | None
     location: str | None
