@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import heapq
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -77,6 +77,48 @@ class AccessChange:
         if self.kind == "access_restored":
             data["first"] = self.first
         return data
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeGroup:
+    """The changes one causing event makes, from one valid time, to the access of several
+    subjects to one model, all to the same new verdict: the unit the kill switch packs onto the
+    wire (the subjects listed once, the verdict and its reasons once)."""
+
+    kind: Literal["access_revoked", "access_restored"]
+    model: str
+    effect: str
+    route_to: str | None
+    disclosed: bool
+    reasons: tuple[Reason, ...]
+    at: datetime
+    position: int
+    received_at: datetime | None
+    recorded_at: datetime
+    emitted_at: datetime
+    first: bool
+    subjects: tuple[str, ...]
+
+    def changes(self) -> Iterator[AccessChange]:
+        """The group as one change per subject, in the order listed."""
+        for subject in self.subjects:
+            yield AccessChange(
+                self.kind, subject, self.model, self.effect, self.route_to, self.disclosed,
+                self.reasons, self.at, self.position, self.received_at, self.recorded_at,
+                self.emitted_at, self.first,
+            )
+
+
+def grouped(changes: Iterable[AccessChange]) -> list[ChangeGroup]:
+    """Per-subject changes packed into groups of everything but the subject, in the order each
+    group first appears; a subject's changes keep their order within its model."""
+    groups: dict[tuple[Any, ...], list[str]] = {}
+    for change in changes:
+        key = (change.kind, change.model, change.effect, change.route_to, change.disclosed,
+               change.reasons, change.at, change.position, change.received_at,
+               change.recorded_at, change.emitted_at, change.first)
+        groups.setdefault(key, []).append(change.subject)
+    return [ChangeGroup(*key, tuple(subjects)) for key, subjects in groups.items()]
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +250,7 @@ class Enforcer:
         happens at `at` itself (a moment that came), as known now."""
         facts = self.index.facts
         position = facts.position
+        emitted_at = self.clock()
         changes = []
         for subject, models in self.reach.pairs(cause.event):
             for model in models:
@@ -226,7 +269,7 @@ class Enforcer:
                     since = holds_since(facts, subject, model, new, at, position)
                     first = new.effect == "allow" and not had_access(
                         facts, subject, model, at, known_before)
-                changes.append(_change(subject, model, new, since, cause, self.clock(), first))
+                changes.append(_change(subject, model, new, since, cause, emitted_at, first))
         return changes
 
     def _received_at(self, event: Any) -> datetime | None:
