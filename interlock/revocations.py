@@ -11,7 +11,7 @@ from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 
-from projections.enforcement import AccessChange
+from projections.enforcement import AccessChange, ChangeGroup
 
 
 class RevocationLog:
@@ -31,7 +31,8 @@ class RevocationLog:
         """The number of the latest change, 0 before any."""
         return self._last
 
-    def publish(self, changes: list[AccessChange]) -> None:
+    def publish(self, groups: list[ChangeGroup]) -> None:
+        changes = [change for group in groups for change in group.changes()]
         with self._arrived:
             for change in changes:
                 self._last += 1

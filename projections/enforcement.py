@@ -141,7 +141,7 @@ class Enforcer:
         self,
         index: AccessIndex,
         clock: Clock = system_clock,
-        publish: Callable[[list[AccessChange]], None] | None = None,
+        publish: Callable[[list[ChangeGroup]], None] | None = None,
         emitting: bool = True,
     ) -> None:
         self.index = index
@@ -170,15 +170,19 @@ class Enforcer:
             changes, self._gathered = self._gathered, []
         return changes
 
+    def take_groups(self) -> list[ChangeGroup]:
+        """The changes gathered since the last take, packed (what `publish` is handed)."""
+        return grouped(self.take())
+
     def _gather(self, changes: list[AccessChange]) -> None:
         if changes:
             with self._gathering:
                 self._gathered += changes
 
     def _settled(self) -> None:
-        changes = self.take()
-        if changes and self.publish is not None:
-            self.publish(changes)
+        groups = self.take_groups()
+        if groups and self.publish is not None:
+            self.publish(groups)
 
     def _ticked(self) -> None:
         if self.emitting:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from domain.application import Interlock
 from domain.commands import parse_command
 from projections.access_index import AccessIndex, Applied
-from projections.enforcement import AccessChange, Enforcer
+from projections.enforcement import ChangeGroup, Enforcer
 from projections.store_follower import StoreFollower
 
 NOW = datetime(2026, 11, 26, 22, 30, tzinfo=UTC)
@@ -67,7 +67,7 @@ def test_a_subscriber_reads_the_decision_held_before_the_event_and_leaves_its_ow
 def test_the_follower_publishes_an_embedded_enforcers_changes_but_not_history() -> None:
     app = store(*SETUP, ORDER)
     index = AccessIndex()
-    published: list[list[AccessChange]] = []
+    published: list[list[ChangeGroup]] = []
     enforcer = Enforcer(index, clock=lambda: NOW, publish=published.append, emitting=False)
     follower = StoreFollower(app, index)
     follower.catch_up()
@@ -76,5 +76,7 @@ def test_the_follower_publishes_an_embedded_enforcers_changes_but_not_history() 
     app.apply(parse_command({"type": "lift_directive", "directive": "d1",
                              "effective_at": (NOW - timedelta(minutes=30)).isoformat()}))
     follower.catch_up()
-    assert [[(c.kind, c.subject, c.model) for c in batch] for batch in published] == [
+    pairs = [[(c.kind, c.subject, c.model) for g in batch for c in g.changes()]
+             for batch in published]
+    assert pairs == [
         [("access_restored", "s1", "m1")]]
