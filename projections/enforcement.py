@@ -143,8 +143,11 @@ class Enforcer:
         clock: Clock = system_clock,
         publish: Callable[[list[ChangeGroup]], None] | None = None,
         emitting: bool = True,
+        owns: Callable[[str], bool] | None = None,
     ) -> None:
         self.index = index
+        self.owns = owns
+        """The subjects this enforcer reports on (a shard's share); None: every subject."""
         self.reach = Reach.following(index)
         self.clock = clock
         self.publish = publish
@@ -256,7 +259,10 @@ class Enforcer:
         position = facts.position
         emitted_at = self.clock()
         changes = []
+        owns = self.owns
         for subject, models in self.reach.pairs(cause.event):
+            if owns is not None and not owns(subject):
+                continue
             for model in models:
                 old = before(subject, model)
                 if only_restricts and old.effect != "allow":
