@@ -12,19 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
-import re
-from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
 from pydantic import (
-    AfterValidator,
-    AwareDatetime,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
-    PlainSerializer,
     Strict,
     StrictBool,
     StringConstraints,
@@ -33,127 +26,36 @@ from pydantic import (
     model_validator,
 )
 
-from domain.limits import (
-    EARLIEST_TIME,
-    LATEST_TIME,
-    MAX_COMMAND_BYTES,
-    MAX_ID_CHARS,
-    MAX_LIST_ITEMS,
-    MAX_TEXT_CHARS,
+from domain.command_fields import (
+    CountryCode,
+    Identifier,
+    Items,
+    ModelId,
+    NonEmptyText,
+    PredicateField,
+    Selector,
+    Text,
+    Timestamp,
+    _check_interval,
+    check_route,
 )
-from domain.predicates import Predicate, parse_predicate
-from domain.values import check_country, check_identifier, check_text, field_name, shown
+from domain.errors import CommandConflict, CommandError, FieldProblem
+from domain.limits import MAX_COMMAND_BYTES, MAX_ID_CHARS
+from domain.strict_json import OutOfRange, load_json
+from domain.values import field_name, shown
 
-
-class CommandError(ValueError):
-    """A command that cannot be applied; `field` names what is wrong with it."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}" if field else message)
-        self.field = field
-        self.message = message
-
-
-class CommandConflict(CommandError):
-    """A `command_id` already applied with a different command: refused, nothing stored."""
-
-
-class FieldProblem(ValueError):
-    """Raised by checks that span fields, to name the one at fault."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-
-
-def _to_utc(value: datetime) -> datetime:
-    # Years 2..9998 convert to UTC without overflow; the bounds are then checked in UTC.
-    if not EARLIEST_TIME.year <= value.year < LATEST_TIME.year:
-        raise ValueError(_OUT_OF_RANGE)
-    utc = value.astimezone(UTC)
-    if not EARLIEST_TIME <= utc < LATEST_TIME:
-        raise ValueError(_OUT_OF_RANGE)
-    return utc
-
-
-_OUT_OF_RANGE = (
-    f"timestamp out of range: from {EARLIEST_TIME.isoformat()} up to {LATEST_TIME.isoformat()}"
-)
-
-
-def _iso_only(value: Any) -> Any:
-    """pydantic would read 1795734060 as a Unix time; the command format says ISO-8601."""
-    if isinstance(value, int | float) or (isinstance(value, str) and _NUMBER.fullmatch(value)):
-        raise ValueError("expected an ISO-8601 timestamp with an offset, not a number")
-    return value
-
-
-_NUMBER = re.compile(r"\s*[-+]?\d+(\.\d*)?\s*")
-
-Timestamp = Annotated[AwareDatetime, BeforeValidator(_iso_only), AfterValidator(_to_utc)]
-"""ISO-8601 with an offset, normalised to UTC, within [EARLIEST_TIME, LATEST_TIME); a timestamp
-without an offset is rejected."""
-
-def _described(**schema: Any) -> Any:
-    """JSON Schema for editors and validators (docs/schema); the validators stay the rule."""
-    return Field(json_schema_extra=schema)
-
-
-Identifier = Annotated[
-    str,
-    Strict(),
-    StringConstraints(strip_whitespace=True, min_length=1),
-    AfterValidator(check_identifier),
-    _described(maxLength=MAX_ID_CHARS, pattern=r"^\S+$"),
+__all__ = [
+    "COMMAND_TYPES", "DIRECTIVE_TERMS", "TERM_DEFAULTS", "AmendDirective", "AttestEmployer",
+    "AttestLocation", "AttestNationality", "AttestationKind", "Command", "CommandConflict",
+    "CommandError", "CountryCode", "Exemptions", "FieldProblem", "GrantEntitlement", "Grantee",
+    "Identifier", "IssueDirective", "Items", "LiftDirective", "ModelId", "NonEmptyText",
+    "OnUnknown", "OutOfRange", "PredicateField", "RegisterModel", "ReinstateModel",
+    "RevokeAttestation", "RevokeEntitlement", "Selector", "Signature", "Text", "Timestamp",
+    "WithdrawModel", "canonical_json", "check_route", "command_digest", "command_error_from",
+    "load_json", "parse_command", "parse_command_json",
 ]
-"""An id: printable characters without whitespace, at most MAX_ID_CHARS (see domain.values)."""
-Text = Annotated[str, Strict(), AfterValidator(check_text), _described(maxLength=MAX_TEXT_CHARS)]
-"""Free text: one line of at most MAX_TEXT_CHARS, no control characters (see domain.values)."""
-NonEmptyText = Annotated[Text, StringConstraints(min_length=1)]
-CountryCode = Annotated[
-    str, Strict(), AfterValidator(check_country), _described(pattern="^[A-Za-z]{2}$")
-]
-"""ISO 3166-1 alpha-2, upper-cased on the way in."""
-
-
-def _no_selector_syntax(value: str) -> str:
-    if ":" in value or "*" in value:
-        raise ValueError('an exact id: no ":" or "*" (those make selectors)')
-    return value
-
-
-ModelId = Annotated[
-    Identifier, AfterValidator(_no_selector_syntax),
-    _described(maxLength=MAX_ID_CHARS, pattern=r"^[^\s:*]+$"),
-]
-"""An exact model version id (or family): no selector syntax."""
-
-
-def _selector(value: str) -> str:
-    if value == "*":
-        return value
-    family = value.removeprefix("family:")
-    if not family:
-        raise ValueError('"family:" needs a family name')
-    _no_selector_syntax(family)
-    return value
-
-
-Selector = Annotated[
-    Identifier, AfterValidator(_selector),
-    _described(maxLength=MAX_ID_CHARS, pattern=r"^(\*|family:[^\s:*]+|[^\s:*]+)$"),
-]
-"""An exact model id (`fable-5`), a family (`family:fable`), or `*`."""
-
-_Item = TypeVar("_Item")
-Items = Annotated[list[_Item], Field(max_length=MAX_LIST_ITEMS)]
-"""A list of at most MAX_LIST_ITEMS items."""
-
-PredicateField = Annotated[
-    Predicate,
-    BeforeValidator(parse_predicate),
-    PlainSerializer(lambda p: p.to_data(), return_type=dict),
-]
+"""The commands and, re-exported from where they live now, their field types
+(`domain.command_fields`), errors (`domain.errors`) and strict reader (`domain.strict_json`)."""
 
 
 class _Command(BaseModel):
@@ -461,150 +363,6 @@ def parse_command_json(text: str | bytes) -> Command:
     return parse_command(load_json(text))
 
 
-def load_json(text: str | bytes, max_bytes: int = MAX_COMMAND_BYTES) -> Any:
-    """One JSON document of at most `max_bytes` UTF-8 bytes, read strictly; CommandError for
-    anything else, so that no input raises anything but that.
-
-    Refused: a larger document (before it is parsed), bytes that are not UTF-8, `NaN` and
-    `Infinity`, a key given twice in one object (naming the key; JSON readers disagree on which
-    one wins), nesting deeper than the parser's recursion limit. A number too large for a
-    64-bit integer, or a float that overflows, is read as a value no field accepts, so the
-    field that holds it is named."""
-    if isinstance(text, bytes | bytearray | memoryview):
-        raw = bytes(text)
-        if len(raw) > max_bytes:
-            raise CommandError(
-                "", f"{len(raw):,} bytes; the limit for one document is {max_bytes:,}"
-            )
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as error:
-            # Read with the bad bytes kept as lone surrogates, to name the value holding them.
-            where = _fault_path(raw.decode("utf-8", "surrogateescape"), strings=True)
-            raise CommandError(where or "", f"not valid UTF-8 (byte {error.start})") from None
-    elif isinstance(text, str):
-        size = len(text) if len(text) > max_bytes else len(text.encode("utf-8", "surrogatepass"))
-        if size > max_bytes:
-            raise CommandError("", f"{size:,} bytes; the limit for one document is {max_bytes:,}")
-    else:
-        raise CommandError("", "expected JSON text")
-    try:
-        document = _DECODER.decode(text)
-    except json.JSONDecodeError as error:
-        raise CommandError("", f"not valid JSON: {error.msg} at column {error.colno}") from None
-    except RecursionError:
-        raise CommandError("", "not valid JSON: nested too deeply") from None
-    except CommandError as error:
-        # Objects are built innermost first, so the hook knows the key but not where it is:
-        # read once more, marking instead of refusing, to name the whole path.
-        raise CommandError(_fault_path(text) or error.field, error.message) from None
-    if "\\ud" in text.lower():  # an escaped surrogate: paired is text, a lone one is not
-        where = _fault_path(text, strings=True)
-        if where is not None:
-            raise CommandError(where, "a lone surrogate escape (\\ud800-\\udfff) is not text")
-    return document
-
-
-class OutOfRange:
-    """A JSON number no field can hold (NaN, an infinity, an integer beyond 64 bits): kept as a
-    value every field refuses, so the refusal names the field."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-    def __repr__(self) -> str:
-        return shown(self.text)
-
-
-class _Marked(dict[str, Any]):
-    """An object read by `_fault_path`'s decoder, with the key that is at fault in it."""
-
-    fault = ""
-
-
-def _mark_faults(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    marked = _Marked(pairs)
-    try:
-        _unique_keys(pairs)
-    except CommandError as error:
-        marked.fault = error.field
-    return marked
-
-
-def _fault_path(text: str, strings: bool = False) -> str | None:
-    """The dotted path (`commands.3.subject`) of the first key `_unique_keys` refuses, or with
-    `strings` of the first string that is not text (holds a lone surrogate); None if none."""
-    try:
-        document = json.JSONDecoder(
-            object_pairs_hook=_mark_faults, parse_constant=_not_a_number, parse_int=_integer,
-            parse_float=_float,
-        ).decode(text)
-    except (ValueError, RecursionError):
-        return None
-    stack: list[tuple[Any, tuple[str, ...]]] = [(document, ())]
-    while stack:
-        value, path = stack.pop()
-        if isinstance(value, _Marked) and value.fault:
-            return ".".join((*path, value.fault))
-        if strings and isinstance(value, str) and not _encodable(value):
-            return ".".join(path)
-        if isinstance(value, dict):
-            items = [(item, (*path, field_name(key))) for key, item in value.items()]
-        elif isinstance(value, list):
-            items = [(item, (*path, str(number))) for number, item in enumerate(value)]
-        else:
-            continue
-        stack.extend(reversed(items))
-    return None
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """Each object of the document: its keys once each, and each a Unicode string."""
-    for key, _ in pairs:
-        if not key.isascii() and not _encodable(key):
-            raise CommandError(field_name(key), "a key with a lone surrogate (\\ud800-\\udfff)")
-    document = dict(pairs)
-    if len(document) < len(pairs):
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise CommandError(field_name(key), "duplicate key: give each field once")
-            seen.add(key)
-    return document
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _not_a_number(text: str) -> OutOfRange:
-    return OutOfRange(text)
-
-
-def _integer(text: str) -> int | OutOfRange:
-    return int(text) if len(text) <= _MAX_INTEGER_DIGITS else OutOfRange(text)
-
-
-def _float(text: str) -> float | OutOfRange:
-    value = float(text)
-    return value if math.isfinite(value) else OutOfRange(text)
-
-
-_MAX_INTEGER_DIGITS = 20
-"""Positions are 64-bit; longer digit strings are refused before Python converts them (its own
-limit, 4,300 digits, raises ValueError)."""
-
-_DECODER = json.JSONDecoder(
-    object_pairs_hook=_unique_keys, parse_constant=_not_a_number, parse_int=_integer,
-    parse_float=_float,
-)
-"""Built once: `json.loads` with hooks would build a decoder per call."""
-
-
 def command_error_from(error: ValidationError) -> CommandError:
     """The first validation error as a CommandError whose field is its dotted path."""
     first = error.errors()[0]
@@ -626,18 +384,3 @@ def command_error_from(error: ValidationError) -> CommandError:
     if message.startswith("Value error, "):
         message = message.removeprefix("Value error, ")
     return CommandError(field, message)
-
-
-def _check_interval(
-    start: datetime | None, end: datetime | None, field: str = "valid_until"
-) -> None:
-    if start is not None and end is not None and end <= start:
-        raise FieldProblem(field, "must be after the start of the interval")
-
-
-def check_route(effect: str | None, route_to: str | None) -> None:
-    """A route directive names its target; a deny directive has none."""
-    if effect == "route" and route_to is None:
-        raise FieldProblem("route_to", 'a "route" directive needs route_to')
-    if effect == "deny" and route_to is not None:
-        raise FieldProblem("route_to", 'route_to is only for "route" directives')
