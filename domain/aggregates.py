@@ -7,14 +7,15 @@ event, so a refused command leaves its aggregate untouched.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
-from domain.commands import TERM_DEFAULTS, CommandError, FieldProblem, check_route
+from domain.command_fields import check_route
+from domain.errors import CommandError, FieldProblem
+from domain.terms import DirectiveTerms, TermsChange, terms_expiry
 
 
 def _key(kind: str, name: str) -> UUID:
@@ -201,14 +202,6 @@ class Subject(Aggregate):
         )
 
 
-def terms_expiry(terms: Mapping[str, Any]) -> datetime | None:
-    """The `expires_at` of stored directive terms (ISO text on the event), as a datetime."""
-    value = terms.get("expires_at")
-    if value is None or isinstance(value, datetime):
-        return value
-    return datetime.fromisoformat(value)
-
-
 class Directive(Aggregate):
     """A government order or internal policy that denies or reroutes access to models."""
 
@@ -219,15 +212,34 @@ class Directive(Aggregate):
         received_at: datetime
         effective_at: datetime
         terms: dict[str, Any]
+        """The terms in their stored form (see domain.terms): read them as `issued_terms`."""
         signed_by: str | None
+
+        @property
+        def issued_terms(self) -> DirectiveTerms:
+            return DirectiveTerms.from_stored(self.terms)
+
+        def expiry(self) -> datetime | None:
+            """When the directive expires by itself, as issued."""
+            return terms_expiry(self.terms)
 
     class Amended(Aggregate.Event):
         effective_at: datetime
         terms: dict[str, Any]
+        """The terms it changes in their stored form (see domain.terms): read them as
+        `change`."""
         signed_by: str | None
 
+        @property
+        def change(self) -> TermsChange:
+            return TermsChange.from_stored(self.terms)
+
+        def expiry(self) -> datetime | None:
+            """The expiry it sets; None when it clears it or leaves it as it was."""
+            return terms_expiry(self.terms)
+
         def apply(self, aggregate: Directive) -> None:
-            aggregate.amendments.append((self.effective_at, self.terms))
+            aggregate.amendments.append((self.effective_at, self.change))
 
     class Lifted(Aggregate.Event):
         effective_at: datetime
@@ -251,10 +263,10 @@ class Directive(Aggregate):
         self.reference = reference
         self.received_at = received_at
         self.effective_at = effective_at
-        self.issued_terms = terms
+        self.issued_terms = DirectiveTerms.from_stored(terms)
         self.signed_by = signed_by
-        self.amendments: list[tuple[datetime, dict[str, Any]]] = []
-        """(effective_at, terms) of each amendment, in recorded order."""
+        self.amendments: list[tuple[datetime, TermsChange]] = []
+        """(effective_at, change) of each amendment, in recorded order."""
         self.lifted = False
 
     @classmethod
@@ -265,7 +277,7 @@ class Directive(Aggregate):
         reference: str,
         received_at: datetime,
         effective_at: datetime,
-        terms: dict[str, Any],
+        terms: DirectiveTerms,
         signed_by: str | None,
         recorded_at: datetime,
     ) -> Directive:
@@ -278,36 +290,36 @@ class Directive(Aggregate):
             reference=reference,
             received_at=received_at,
             effective_at=effective_at,
-            terms=terms,
+            terms=terms.to_stored(),
             signed_by=signed_by,
         )
 
     def amend(
         self,
         effective_at: datetime,
-        terms: dict[str, Any],
+        change: TermsChange,
         signed_by: str | None,
         recorded_at: datetime,
     ) -> None:
         if self.lifted:
             raise CommandError("directive", f"{self.directive} has been lifted; it cannot change")
-        self._check_expiry(effective_at, terms)
-        for start, in_force in self._terms_from(effective_at, terms):
+        self._check_expiry(effective_at, change)
+        for start, in_force in self._terms_from(effective_at, change):
             try:
-                check_route(in_force["effect"], in_force["route_to"])
+                check_route(in_force.effect, in_force.route_to)
             except FieldProblem as problem:
                 raise CommandError(
                     problem.field, f"{problem} (the directive's terms from {start.isoformat()} "
                     "on, with this amendment)"
                 ) from None
         self.trigger_event(
-            self.Amended, effective_at=effective_at, terms=terms, signed_by=signed_by,
-            timestamp=recorded_at,
+            self.Amended, effective_at=effective_at, terms=change.to_stored(),
+            signed_by=signed_by, timestamp=recorded_at,
         )
 
-    def _check_expiry(self, effective_at: datetime, terms: dict[str, Any]) -> None:
+    def _check_expiry(self, effective_at: datetime, change: TermsChange) -> None:
         """An expiry at or before the terms' start would end the directive without a lift."""
-        expires_at = terms_expiry(terms)
+        expires_at = change.expiry()
         if expires_at is None:
             return
         start = max(self.effective_at, effective_at)
@@ -318,18 +330,18 @@ class Directive(Aggregate):
             )
 
     def _terms_from(
-        self, effective_at: datetime, terms: dict[str, Any]
-    ) -> list[tuple[datetime, dict[str, Any]]]:
+        self, effective_at: datetime, change: TermsChange
+    ) -> list[tuple[datetime, DirectiveTerms]]:
         """The terms in force at each change from `effective_at` on, were the amendment
-        (`effective_at`, `terms`) added: each amendment replaces what it carries from its start,
-        in (start, recorded) order, as the fact base reads them."""
-        added = (effective_at, terms)
+        (`effective_at`, `change`) added: each amendment replaces what it carries from its
+        start, in (start, recorded) order, as the fact base reads them."""
+        added = (effective_at, change)
         ordered = sorted([*self.amendments, added], key=lambda amendment: amendment[0])
-        in_force = {**TERM_DEFAULTS, **self.issued_terms}
+        in_force = self.issued_terms
         states = []
         reached = False
         for amendment in ordered:
-            in_force = {**in_force, **amendment[1]}
+            in_force = amendment[1].applied_to(in_force)
             reached = reached or amendment is added
             if reached:
                 states.append((amendment[0], in_force))

@@ -351,7 +351,7 @@ class CommandBatch:
         received_at = c.received_at or now
         directive = Directive.issue(
             c.directive, c.authority, c.reference, received_at, c.effective_at or received_at,
-            c.stored_terms(), signed_by, now,
+            c.terms(), signed_by, now,
         )
         return [self._add(directive)]
 
@@ -363,7 +363,7 @@ class CommandBatch:
             self._require_models("models", c.models)
         if c.route_to is not None:
             self._require_models("route_to", [c.route_to])
-        directive.amend(c.effective_at or now, c.amended_terms(), self._signer(c), now)
+        directive.amend(c.effective_at or now, c.change(), self._signer(c), now)
         return [directive]
 
     def _lift_directive(self, c: LiftDirective, now: datetime) -> list[Aggregate]:

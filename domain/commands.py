@@ -42,6 +42,14 @@ from domain.command_fields import (
 from domain.errors import CommandConflict, CommandError, FieldProblem
 from domain.limits import MAX_COMMAND_BYTES, MAX_ID_CHARS
 from domain.strict_json import OutOfRange, load_json
+from domain.terms import (
+    DIRECTIVE_TERMS,
+    TERM_DEFAULTS,
+    DirectiveTerms,
+    Effect,
+    OnUnknown,
+    TermsChange,
+)
 from domain.values import field_name, shown
 
 __all__ = [
@@ -199,10 +207,6 @@ class Signature(BaseModel):
     """Base64 of the 64-byte signature."""
 
 
-OnUnknown = Literal["apply", "ignore", "skip"]
-"""`apply` fails closed; `ignore` (alias `skip`) lets an unknown predicate pass."""
-
-
 class IssueDirective(_Command):
     type: Literal["issue_directive"]
     directive: Identifier
@@ -210,14 +214,14 @@ class IssueDirective(_Command):
     reference: Text = ""
     received_at: Timestamp | None = None
     effective_at: Timestamp | None = None
-    expires_at: Timestamp | None = None
+    expires_at: Timestamp | None = TERM_DEFAULTS["expires_at"]
     models: Items[Selector] = Field(min_length=1)
     subjects: PredicateField
-    effect: Literal["deny", "route"] = "deny"
-    route_to: ModelId | None = None
-    disclose: StrictBool = False
+    effect: Effect = TERM_DEFAULTS["effect"]
+    route_to: ModelId | None = TERM_DEFAULTS["route_to"]
+    disclose: StrictBool = TERM_DEFAULTS["disclose"]
     exempt: Exemptions = Field(default_factory=Exemptions)
-    on_unknown: OnUnknown = "apply"
+    on_unknown: OnUnknown = TERM_DEFAULTS["on_unknown"]
     signature: Signature | None = None
 
     @model_validator(mode="after")
@@ -226,9 +230,9 @@ class IssueDirective(_Command):
         _check_interval(self.effective_at or self.received_at, self.expires_at, "expires_at")
         return self
 
-    def stored_terms(self) -> dict[str, Any]:
-        """The directive's terms in their stored form: every term an amendment may change."""
-        return self.model_dump(mode="json", include=DIRECTIVE_TERMS)
+    def terms(self) -> DirectiveTerms:
+        """The directive's terms: its fields of the same names (see domain.terms)."""
+        return DirectiveTerms.from_stored(self.model_dump(mode="json", include=DIRECTIVE_TERMS))
 
 
 class AmendDirective(_Command):
@@ -240,7 +244,7 @@ class AmendDirective(_Command):
     expires_at: Timestamp | None = None
     models: Items[Selector] | None = Field(default=None, min_length=1)
     subjects: PredicateField | None = None
-    effect: Literal["deny", "route"] | None = None
+    effect: Effect | None = None
     route_to: ModelId | None = None
     disclose: StrictBool | None = None
     exempt: Exemptions | None = None
@@ -262,29 +266,17 @@ class AmendDirective(_Command):
 
     def carried_terms(self) -> set[str]:
         """The names of the terms this amendment sets (given, even as null)."""
-        return self.model_fields_set - _NOT_TERMS
+        return self.model_fields_set & DIRECTIVE_TERMS
+
+    def change(self) -> TermsChange:
+        """The terms this amendment sets (see domain.terms); the others it keeps."""
+        return TermsChange.from_stored(self.model_dump(mode="json", include=self.carried_terms()))
 
     def amended_terms(self) -> dict[str, Any]:
         """The terms this amendment sets, in the directive's stored form."""
-        return self.model_dump(mode="json", include=self.carried_terms())
+        return self.change().to_stored()
 
 
-_NOT_TERMS = frozenset(("type", "directive", "effective_at", "command_id", "signature"))
-DIRECTIVE_TERMS = frozenset(AmendDirective.model_fields) - _NOT_TERMS
-"""The names of a directive's terms, as stored on its Issued and Amended events."""
-
-
-def _stored_default(name: str) -> Any:
-    default = IssueDirective.model_fields[name].get_default(call_default_factory=True)
-    return default.model_dump(mode="json") if isinstance(default, BaseModel) else default
-
-
-TERM_DEFAULTS: dict[str, Any] = {
-    name: _stored_default(name)
-    for name in sorted(DIRECTIVE_TERMS) if not IssueDirective.model_fields[name].is_required()
-}
-"""What a term not stored means: the command's default (events stored before a term existed
-do not carry it)."""
 _NULLABLE_TERMS = frozenset(("expires_at", "route_to"))
 """Terms an amendment may set to null: no expiry, no route target."""
 

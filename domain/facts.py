@@ -20,10 +20,10 @@ from domain.aggregates import (
     Entitlement,
     ModelVersion,
     Subject,
-    terms_expiry,
 )
-from domain.commands import TERM_DEFAULTS
-from domain.predicates import Predicate, stored_predicate
+from domain.selectors import covers as _covers
+from domain.selectors import selector_matches as selector_matches
+from domain.terms import DirectiveTerms, TermsChange
 
 Concerns = tuple[str, ...] | None
 """The subjects whose decisions an event may change; None when it may change anyone's."""
@@ -35,15 +35,6 @@ ATTRIBUTE_KIND = {
     "location": LOCATION,
     "employer": EMPLOYER,
 }
-
-
-def selector_matches(selector: str, model: str, family: str) -> bool:
-    """An exact model id, `family:NAME`, or `*`."""
-    if selector == "*":
-        return True
-    if selector.startswith("family:"):
-        return selector[7:] == family
-    return selector == model
 
 
 @dataclass(slots=True)
@@ -151,59 +142,6 @@ class SubjectFacts:
         return None
 
 
-@dataclass(frozen=True, slots=True)
-class DirectiveTerms:
-    selectors: tuple[str, ...]
-    predicate: Predicate
-    effect: str
-    route_to: str | None
-    disclose: bool
-    exempt_subjects: frozenset[str]
-    exempt_orgs: frozenset[str]
-    on_unknown: str
-    expires_at: datetime | None
-    _covers: dict[str, bool] = field(default_factory=dict, compare=False)
-
-    @classmethod
-    def from_data(cls, stored: dict[str, Any]) -> DirectiveTerms:
-        """The terms from their stored form; a term not stored has the command's default."""
-        data = {**TERM_DEFAULTS, **stored}
-        exempt = data["exempt"] or {}
-        return cls(
-            selectors=tuple(data["models"]),
-            predicate=stored_predicate(data["subjects"]),
-            effect=data["effect"],
-            route_to=data["route_to"],
-            disclose=bool(data["disclose"]),
-            exempt_subjects=frozenset(exempt.get("subjects", ())),
-            exempt_orgs=frozenset(exempt.get("orgs", ())),
-            on_unknown=data["on_unknown"],
-            expires_at=terms_expiry(data),
-        )
-
-    def covers(self, model: str, family: str) -> bool:
-        return _covers(self.selectors, self._covers, model, family)
-
-    def exempts(self, subject: str, employer: frozenset[str] | None) -> bool:
-        """The subject, or one of its employers, is exempt from these terms."""
-        return subject in self.exempt_subjects or bool(
-            employer and not employer.isdisjoint(self.exempt_orgs)
-        )
-
-    def applies_on(self, truth: bool | None) -> bool:
-        """A true predicate applies the terms; an unknown one when `on_unknown` says so."""
-        return truth is True or (truth is None and self.on_unknown == "apply")
-
-
-def _covers(selectors: tuple[str, ...], memo: dict[str, bool], model: str, family: str) -> bool:
-    """Selector matching, remembered per model: a model's family never changes."""
-    try:
-        return memo[model]
-    except KeyError:
-        answer = memo[model] = any(selector_matches(s, model, family) for s in selectors)
-        return answer
-
-
 @dataclass(slots=True)
 class DirectiveFacts:
     directive: str
@@ -214,7 +152,9 @@ class DirectiveFacts:
     position: int
     recorded_at: datetime
     base: dict[str, Any]
+    """The terms as issued, in their stored form (see domain.terms), as the event holds them."""
     amendments: list[tuple[datetime, int, dict[str, Any]]] = field(default_factory=list)
+    """(effective_at, position, the terms it changes in their stored form) of each amendment."""
     lift: tuple[datetime, int] | None = None
     _compiled: dict[tuple[int, ...], DirectiveTerms] = field(default_factory=dict)
 
@@ -238,10 +178,10 @@ class DirectiveFacts:
         key = tuple(a[1] for a in amendments)
         terms = self._compiled.get(key)
         if terms is None:
-            data = dict(self.base)
+            terms = DirectiveTerms.from_stored(self.base)
             for _, _, changes in amendments:
-                data.update(changes)
-            terms = self._compiled[key] = DirectiveTerms.from_data(data)
+                terms = TermsChange.from_stored(changes).applied_to(terms)
+            self._compiled[key] = terms
         return terms
 
     def active_terms(self, at: datetime, as_of: int) -> DirectiveTerms | None:
@@ -422,14 +362,14 @@ class FactBase:
             e.directive, e.authority, e.reference, e.received_at, e.effective_at, position,
             e.timestamp, dict(e.terms),
         )
-        self._note_times(self.global_times, e.effective_at, terms_expiry(e.terms))
+        self._note_times(self.global_times, e.effective_at, e.expiry())
         return None
 
     def _directive_amended(self, e: Directive.Amended, position: int) -> Concerns:
         facts = self.directives[self._names[e.originator_id]]
         facts.amendments.append((e.effective_at, position, dict(e.terms)))
         self._directives_by_model.clear()
-        self._note_times(self.global_times, e.effective_at, terms_expiry(e.terms))
+        self._note_times(self.global_times, e.effective_at, e.expiry())
         return None
 
     def _directive_lifted(self, e: Directive.Lifted, position: int) -> Concerns:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from domain.aggregates import Directive, terms_expiry
+from domain.aggregates import Directive
 from domain.application import Clock, system_clock
 from domain.decision import NO_CONTEXT, Reason, Verdict, judge, reasons_json
 from domain.facts import FactBase
@@ -346,7 +346,7 @@ def _moments(event: Any) -> Iterable[datetime]:
         moment = getattr(event, name, None)
         if moment is not None:
             yield moment
-    terms = getattr(event, "terms", None)
-    expires_at = None if terms is None else terms_expiry(terms)
+    expires_at = (event.expiry() if isinstance(event, Directive.Issued | Directive.Amended)
+                  else None)
     if expires_at is not None:
         yield expires_at

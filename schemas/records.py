@@ -84,7 +84,7 @@ def command_to_record(command: Command) -> tuple[str, dict[str, Any]]:
         if record[field] is not None:
             record[field] = to_json(record[field])
     if isinstance(command, AmendDirective):
-        record["carried"] = sorted(command.amended_terms())
+        record["carried"] = sorted(command.carried_terms())
     return name, record
 
 

@@ -143,7 +143,7 @@ def what_if(
     received = command.received_at or now
     aggregate = Directive.issue(command.directive, command.authority, command.reference,
                                 received, command.effective_at or received,
-                                command.stored_terms(), None, now)
+                                command.terms(), None, now)
     for event in aggregate.collect_events():
         view.index.apply(event, facts.position + 1)  # its reach indexes follow
     return replace(impact(facts, command.directive, view.reach), what_if=True)

@@ -14,6 +14,7 @@ from eventsourcing.domain import DomainEvent
 
 from domain.aggregates import CommandReceipt, Directive, Entitlement, ModelVersion, Subject
 from domain.commands import AmendDirective, IssueDirective, parse_command
+from domain.terms import DirectiveTerms
 
 EASTERN = timezone(timedelta(hours=-5))
 T0 = datetime(2026, 11, 26, 17, 21, 0, 123456, tzinfo=EASTERN)
@@ -106,13 +107,11 @@ COMMANDS: dict[str, list[dict[str, Any]]] = {
 }
 
 
-def directive_terms(command: dict[str, Any]) -> dict[str, Any]:
-    """The stored terms of an issue command, as domain.application stores them."""
+def directive_terms(command: dict[str, Any]) -> DirectiveTerms:
+    """The terms of an issue command, as domain.application issues them."""
     issued = parse_command(command)
     assert isinstance(issued, IssueDirective)
-    return issued.model_dump(mode="json", include={
-        "models", "subjects", "effect", "route_to", "disclose", "exempt", "on_unknown",
-        "expires_at"})
+    return issued.terms()
 
 
 def build_events() -> list[DomainEvent]:
@@ -141,7 +140,7 @@ def build_events() -> list[DomainEvent]:
                                 at(9), directive_terms(issue), "officer-1", recorded_at=at(0))
     amend = parse_command(COMMANDS["amend_directive"][1])
     assert isinstance(amend, AmendDirective)
-    directive.amend(at(10), amend.amended_terms(), None, recorded_at=at(10))
+    directive.amend(at(10), amend.change(), None, recorded_at=at(10))
     directive.lift(at(11), "officer-1", recorded_at=at(11))
 
     receipt = CommandReceipt.receive("c-4", "issue_directive", "ab" * 32, recorded_at=at(0))

@@ -23,6 +23,7 @@ from domain.commands import (
     parse_command,
     parse_command_json,
 )
+from domain.terms import DirectiveTerms
 from interlock.signing import OfficerKeys, sign_command
 
 from .support import (
@@ -553,7 +554,8 @@ def test_a_store_written_before_the_input_checks_still_replays(h: Harness) -> No
     terms = {"models": ["fable-5"], "subjects": {"citizenship": {"any_of": ["DEU"]}},
              "effect": "deny", "route_to": None, "disclose": False,
              "exempt": {"subjects": [], "orgs": []}, "on_unknown": "apply", "expires_at": None}
-    stored = Directive.issue("old", "", "", ts(MAR), ts(MAR), terms, None, ts(MAR))
+    stored = Directive.issue("old", "", "", ts(MAR), ts(MAR), DirectiveTerms.from_stored(terms),
+                             None, ts(MAR))
     h.engine.app.save(stored)
     h.engine.catch_up()
     assert h.effect("de", "fable-5", JUN) == "allow"
