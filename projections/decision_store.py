@@ -1,4 +1,4 @@
-"""The decision log as a table, in SQLite or PostgreSQL (see projections/decision_log.py).
+"""The decision log as a table, in SQLite or PostgreSQL (see projections/decision_log/).
 
 One row per entry in `interlock_decisions`, a column per field, so an operator can read it with
 SQL; times are microseconds since the Unix epoch (UTC), the form the digests cover. Indexed by

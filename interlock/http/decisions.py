@@ -3,7 +3,7 @@ interlock/http/auditor.py).
 
 Every decision answered by `/v1/decide` and `/v1/decide/batch` gets a decision id (the
 `X-Interlock-Decision-Id` header and the `decision_id` field) and an entry in the log
-(projections/decision_log.py), written by one thread per process in group commits:
+(projections/decision_log/), written by one thread per process in group commits:
 
 - **strict** (the default): a decision is answered only once its entry is durable; when the log
   cannot store it, the request is refused with 503 and the decision is not served;

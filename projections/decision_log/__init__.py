@@ -26,6 +26,11 @@ the link of the last removed entry as the chain's new genesis in a *prune record
 its own (kind `prune`, its own one-entry chain) holding the cutoff, the count removed and every
 chain's genesis so far (cumulative, so the newest prune record is enough). Prune records are not
 pruned on SQL logs; on Kafka the newest supersedes the others.
+
+Modules: `entry` (the entry, its canonical bytes, the chains that seal it, prune records),
+`stores` (what a query asks, what a log store offers, the in-memory log, retention),
+`auditing` (chains verified, decisions re-decided, an order's exposure) and `writer` (group
+commits from one thread). Every name is imported from the package.
 """
 
 from projections.decision_log.auditing import (
