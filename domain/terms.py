@@ -20,8 +20,9 @@ as plain objects. A term an older event does not carry, stored before the term e
 as its default (`TERM_DEFAULTS`).
 
 **Adding a term**: a field of `DirectiveTerms` and of `TermsChange` with its stored form in
-`_TERMS` (here), the field of `IssueDirective` and `AmendDirective` (domain/commands.py), and
-the field of their Avro schemas (schemas/interlock.v1/{issue,amend}_directive).
+`_TERMS` (here), the field of `IssueDirective` and `AmendDirective` (domain/commands.py, with
+its description for the reference in interlock/reference.py), and the field of their Avro
+schemas (schemas/interlock.v1/{issue,amend}_directive, a new version each).
 """
 
 from __future__ import annotations

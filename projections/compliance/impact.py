@@ -19,9 +19,9 @@ from domain.decision import (
 )
 from domain.facts import (
     DirectiveFacts,
-    DirectiveTerms,
     FactBase,
 )
+from domain.terms import DirectiveTerms
 from projections.compliance.candidates import directive_candidates
 from projections.compliance.views import _access, _judge, iso, load_view, verdict_json
 from projections.reach import Reach
