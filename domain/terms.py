@@ -53,6 +53,8 @@ class Exempt:
 
 @dataclass(frozen=True, slots=True)
 class DirectiveTerms:
+    """A directive's terms in force: every term has a value."""
+
     selectors: tuple[str, ...]
     """The models covered: exact ids, `family:NAME` or `*` (stored as `models`)."""
     predicate: Predicate
@@ -98,6 +100,8 @@ class DirectiveTerms:
 
 
 class Keep(Enum):
+    """The type of KEEP, so that a term's type says it may be left as it is."""
+
     KEEP = "keep"
 
 
