@@ -113,9 +113,10 @@ PredicateField = Annotated[
 ]
 
 
-def _check_interval(
+def check_interval(
     start: datetime | None, end: datetime | None, field: str = "valid_until"
 ) -> None:
+    """An interval ends after it starts; `field` names its end."""
     if start is not None and end is not None and end <= start:
         raise FieldProblem(field, "must be after the start of the interval")
 

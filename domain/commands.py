@@ -36,7 +36,7 @@ from domain.command_fields import (
     Selector,
     Text,
     Timestamp,
-    _check_interval,
+    check_interval,
     check_route,
 )
 from domain.errors import CommandConflict, CommandError, FieldProblem
@@ -124,7 +124,7 @@ class GrantEntitlement(_Command):
 
     @model_validator(mode="after")
     def _ordered(self) -> GrantEntitlement:
-        _check_interval(self.valid_from, self.valid_until)
+        check_interval(self.valid_from, self.valid_until)
         return self
 
 
@@ -146,7 +146,7 @@ class AttestNationality(_Command):
 
     @model_validator(mode="after")
     def _ordered(self) -> AttestNationality:
-        _check_interval(self.valid_from, self.valid_until)
+        check_interval(self.valid_from, self.valid_until)
         return self
 
 
@@ -161,7 +161,7 @@ class AttestLocation(_Command):
 
     @model_validator(mode="after")
     def _ordered(self) -> AttestLocation:
-        _check_interval(self.valid_from, self.valid_until)
+        check_interval(self.valid_from, self.valid_until)
         return self
 
 
@@ -176,7 +176,7 @@ class AttestEmployer(_Command):
 
     @model_validator(mode="after")
     def _ordered(self) -> AttestEmployer:
-        _check_interval(self.valid_from, self.valid_until)
+        check_interval(self.valid_from, self.valid_until)
         return self
 
 
@@ -227,7 +227,7 @@ class IssueDirective(_Command):
     @model_validator(mode="after")
     def _consistent(self) -> IssueDirective:
         check_route(self.effect, self.route_to)
-        _check_interval(self.effective_at or self.received_at, self.expires_at, "expires_at")
+        check_interval(self.effective_at or self.received_at, self.expires_at, "expires_at")
         return self
 
     def terms(self) -> DirectiveTerms:
@@ -261,7 +261,7 @@ class AmendDirective(_Command):
                 raise FieldProblem(term, "cannot be null; omit it to keep the current value")
         if {"effect", "route_to"} <= carried:
             check_route(self.effect, self.route_to)
-        _check_interval(self.effective_at, self.expires_at, "expires_at")
+        check_interval(self.effective_at, self.expires_at, "expires_at")
         return self
 
     def carried_terms(self) -> set[str]:

@@ -9,14 +9,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from domain.decision import Decision, Reason, Verdict, judge
+from domain.decision import Decision, Reason, Verdict, judge, utc_iso
 from domain.facts import FactBase
 from projections.chain import GENESIS
 from projections.decision_log.entry import (
     Entry,
     Genesis,
     Served,
-    _iso,
     digest_of,
     genesis_of,
     link_of,
@@ -89,7 +88,7 @@ class Difference:
         d = served.decision
         rule = None if self.rule is None else Decision.of(
             d.subject, d.model, self.rule, d.at, d.as_of).to_json()
-        return {"decision_id": self.entry.entry_id, "served_at": _iso(self.entry.served_at),
+        return {"decision_id": self.entry.entry_id, "served_at": utc_iso(self.entry.served_at),
                 "replica": self.entry.replica, "served": d.to_json(), "rule": rule,
                 "detail": self.detail}
 
@@ -121,7 +120,7 @@ class LogAudit:
             "chain_problems": [p.to_json() for p in self.problems],
             "chains": {name: {"seq": seq, "link": link.hex()}
                        for name, (seq, link) in sorted(self.heads.items())},
-            "prunes": [{"decision_id": p.entry_id, "pruned_at": _iso(p.served_at),
+            "prunes": [{"decision_id": p.entry_id, "pruned_at": utc_iso(p.served_at),
                         "replica": p.replica, **(p.pruned.to_json() if p.pruned else {})}
                        for p in self.prunes],
         }
@@ -212,7 +211,7 @@ class Exposure:
 
     def to_json(self) -> dict[str, Any]:
         return {"allows": self.allows, "subjects": self.subjects, "by_model": self.by_model,
-                "first": _iso(self.first), "last": _iso(self.last),
+                "first": utc_iso(self.first), "last": utc_iso(self.last),
                 "after_enforcement": self.after_enforcement, "served": self.served}
 
 

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from domain.decision import Context, Decision, Reason
+from domain.decision import Context, Decision, Reason, utc_iso
 from projections.chain import GENESIS, chain_link
 
 KIND_DECISION = "decision"
@@ -32,10 +32,6 @@ def micros(moment: datetime) -> int:
 
 def from_micros(value: int) -> datetime:
     return _EPOCH + timedelta(microseconds=value)
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.astimezone(UTC).isoformat()
 
 
 class LogReadError(ValueError):
@@ -104,7 +100,7 @@ class Pruned:
                 [[g.chain, g.seq, g.link.hex()] for g in self.genesis]]
 
     def to_json(self) -> dict[str, Any]:
-        return {"cutoff": _iso(self.cutoff), "removed": self.removed,
+        return {"cutoff": utc_iso(self.cutoff), "removed": self.removed,
                 "genesis": [{"chain": g.chain, "seq": g.seq, "link": g.link.hex()}
                             for g in self.genesis]}
 
@@ -142,11 +138,11 @@ class Entry:
         """The entry as `decisions query --json` and `GET /v1/decisions` give it: the normative
         decision JSON with the decision id, plus what the log adds."""
         data: dict[str, Any] = {"decision_id": self.entry_id, "kind": self.kind,
-                                "served_at": _iso(self.served_at), "replica": self.replica}
+                                "served_at": utc_iso(self.served_at), "replica": self.replica}
         if self.served is not None:
             s = self.served
             data.update(s.decision.to_json())
-            data.update(family=s.family, known_at=_iso(s.known_at), location=s.location,
+            data.update(family=s.family, known_at=utc_iso(s.known_at), location=s.location,
                         purpose=s.purpose)
         if self.pruned is not None:
             data["prune"] = self.pruned.to_json()

@@ -12,9 +12,10 @@ from typing import Annotated, Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from domain.commands import Identifier, Selector, Timestamp
+from domain.decision import utc_iso
 from domain.facts import selector_matches
 from domain.limits import MAX_ID_CHARS, MAX_LOG_ROWS
-from projections.decision_log.entry import Entry, _iso, micros
+from projections.decision_log.entry import Entry, micros
 
 Effect = Literal["allow", "deny", "route"]
 ModelFilter = Annotated[Selector, Field(max_length=MAX_ID_CHARS + len("family:"))]
@@ -169,7 +170,7 @@ class PruneResult:
     """Chains left whole, and why (entries missing: `decisions audit` names them)."""
 
     def to_json(self) -> dict[str, Any]:
-        return {"cutoff": _iso(self.cutoff), "removed": self.removed,
+        return {"cutoff": utc_iso(self.cutoff), "removed": self.removed,
                 "record": None if self.record is None else self.record.entry_id,
                 "skipped": self.skipped}
 
