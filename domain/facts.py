@@ -240,10 +240,15 @@ class FactBase:
         self._value_sets = {}
         self._moments: dict[datetime, datetime] = {}
         self._selector_memos: dict[tuple[str, ...], dict[str, bool]] = {}
+        """Per distinct list of model selectors, which models it covers (shared by every
+        entitlement granted for that list, as is the list itself: `_selectors`)."""
+        self._selectors: dict[tuple[str, ...], tuple[str, ...]] = {}
         self._positions = array("q")
         self._recorded = array("q")
         """Microseconds since the epoch at which the event at `_positions[i]` was recorded,
         never earlier than the one before."""
+        self._last_recorded: datetime | None = None
+        """The last recorded time `_recorded` holds exactly, to skip converting it again."""
         self._recorded_as: dict[int, datetime] = {}
         """Recorded times not given back exactly by `_recorded` (made later than an earlier
         one, or with another offset), by position."""
@@ -321,13 +326,19 @@ class FactBase:
 
     def _note_recorded(self, recorded_at: datetime, position: int) -> None:
         recorded = self._recorded
-        micros = (recorded_at - _EPOCH) // _MICROSECOND
-        if recorded and micros < recorded[-1]:
-            micros = recorded[-1]
-            self._recorded_as[position] = recorded_at
-        elif recorded_at.tzinfo is not UTC:
-            self._recorded_as[position] = recorded_at
-        recorded.append(micros)
+        if recorded_at == self._last_recorded:  # the events of one command share their time
+            recorded.append(recorded[-1])
+        else:
+            micros = (recorded_at - _EPOCH) // _MICROSECOND
+            self._last_recorded = recorded_at
+            if recorded and micros < recorded[-1]:
+                micros = recorded[-1]
+                self._last_recorded = None
+                self._recorded_as[position] = recorded_at
+            elif recorded_at.tzinfo is not UTC:
+                self._last_recorded = None
+                self._recorded_as[position] = recorded_at
+            recorded.append(micros)
         self._positions.append(position)
 
     def _subject(self, subject: str, position: int) -> SubjectRecord:
@@ -359,6 +370,8 @@ class FactBase:
         memo = self._selector_memos.get(selectors)
         if memo is None:
             memo = self._selector_memos[selectors] = {}
+            self._selectors[selectors] = selectors
+        selectors = self._selectors[selectors]
         valid_from, valid_until = self._moment(e.valid_from), self._moment(e.valid_until)
         facts = EntitlementFacts(
             e.entitlement, e.grantee_kind, e.grantee, selectors, valid_from, valid_until,

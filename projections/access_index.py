@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -142,7 +142,7 @@ class AccessIndex:
             return concerns
         applied = Applied(event, position, concerns,
                           lambda subject, model, at: _holding(forgotten.get(subject), model, at))
-        with gc_paused():
+        with gc_paused() if concerns is None else nullcontext():  # an event for everyone
             for subscriber in self._subscribers:
                 subscriber.applied(applied)
             at = applied.judged_at
@@ -164,9 +164,9 @@ class AccessIndex:
         if concerns is None:
             forgotten, self._current = self._current, {}
             return forgotten
-        if not concerns:
-            return _NOTHING
         current = self._current
+        if not concerns or not current:
+            return _NOTHING
         return {subject: spans for subject in concerns
                 if (spans := current.pop(subject, None)) is not None}
 

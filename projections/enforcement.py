@@ -208,10 +208,12 @@ class Enforcer:
         when it held one, else the rule as known at the previous position."""
         now = self.clock()
         event, position = applied.event, applied.position
+        later = [moment for moment in _moments(event) if moment > now]
+        if not later and not self.emitting:
+            return
         cause = _Cause(event, position, self._received_at(event), event.timestamp)
-        for moment in _moments(event):
-            if moment > now:
-                heapq.heappush(self._timetable, (moment, position, cause))
+        for moment in later:
+            heapq.heappush(self._timetable, (moment, position, cause))
         if not self.emitting:
             return
         facts = self.index.facts

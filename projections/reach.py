@@ -22,6 +22,11 @@ _SUBJECT_EVENTS = (
     Subject.Registered, Subject.NationalityAttested, Subject.LocationAttested,
     Subject.EmployerAttested, Subject.AttestationRevoked,
 )
+_ATTESTED = {
+    Subject.NationalityAttested: "nationality",
+    Subject.LocationAttested: "location",
+    Subject.EmployerAttested: "employer",
+}
 _KIND_ATTRIBUTES = {
     "nationality": ("citizenship", "residency"),
     "location": ("location",),
@@ -65,20 +70,19 @@ class Reach:
 
     def apply(self, event: Any) -> None:
         """Updates the indexes for an event the fact base has just taken."""
-        if isinstance(event, Entitlement.Granted):
+        kind = type(event)
+        if kind is Entitlement.Granted:
             index = self.granted if event.grantee_kind == "subject" else self.granted_orgs
             for selector in event.models:
                 index.setdefault(selector, set()).add(event.grantee)
-        elif isinstance(event, Subject.EmployerAttested):
+        elif kind in _ATTESTED:
             subject = self.facts.name_of(event)
-            self.employees.setdefault(event.org, set()).add(subject)
-            self._settle(subject, "employer")
-        elif isinstance(event, Subject.NationalityAttested | Subject.LocationAttested):
-            kind = "nationality" if isinstance(event, Subject.NationalityAttested) else "location"
-            self._settle(self.facts.name_of(event), kind)
-        elif isinstance(event, Subject.AttestationRevoked):
+            if kind is Subject.EmployerAttested:
+                self.employees.setdefault(event.org, set()).add(subject)
+            self._settle(subject, _ATTESTED[kind])
+        elif kind is Subject.AttestationRevoked:
             self._settle(self.facts.name_of(event), event.kind)
-        elif isinstance(event, Directive.Issued | Directive.Amended):
+        elif kind is Directive.Issued or kind is Directive.Amended:
             for terms in self.facts.directives[self.facts.name_of(event)].all_terms():
                 self.named |= terms.exempt_subjects | _named(terms.predicate)
                 self.read_kinds |= _kinds_read(terms.predicate)
