@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import heapq
 import threading
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -322,22 +323,18 @@ class Enforcer:
         restricted = self._restricted
         profiles = self.index.facts.profiles
         alone = [[subject] for subject in self.reach.named.intersection(subjects)
-                 if subject in records and (owns is None or owns(subject))]
+                 if owns is None or owns(subject)]
         if alone:
             subjects = set(subjects).difference(self.reach.named)
-        by_profile: dict[Profile, list[str]] = {}
+        by_profile: defaultdict[Profile, list[str]] = defaultdict(list)
+        if owns is not None:
+            subjects = [subject for subject in subjects if owns(subject)]
         for subject in subjects:
-            if owns is not None and not owns(subject):
-                continue
             record = records.get(subject)
             if record is None:
                 alone.append([subject])
-                continue
-            members = by_profile.get(record.profile)
-            if members is None:
-                by_profile[record.profile] = [subject]
             else:
-                members.append(subject)
+                by_profile[record.profile].append(subject)
         classes: dict[Profile, list[str]] = {}
         for profile, members in by_profile.items():
             key = restricted.get(profile)

@@ -27,6 +27,8 @@ _ATTESTED = {
     Subject.LocationAttested: "location",
     Subject.EmployerAttested: "employer",
 }
+_WIDENING = (Entitlement.Granted, Subject.EmployerAttested, ModelVersion.Registered)
+"""Events that can add to the subjects entitled to a model."""
 _KIND_ATTRIBUTES = {
     "nationality": ("citizenship", "residency"),
     "location": ("location",),
@@ -56,6 +58,7 @@ class Reach:
         self.read_kinds: frozenset[str] = frozenset((EMPLOYER,))
         """The attestation kinds any directive's predicate reads, and the employer (which
         every decision reads): what the rule may look at of a subject's attestations."""
+        self._entitled_to: dict[tuple[str, ...], set[str]] = {}
         self.named: set[str] = set()
         """Subjects a directive names (exempts, or tests by `subject`): each is judged on its
         own, never as one of a class of subjects whose facts are alike."""
@@ -71,6 +74,8 @@ class Reach:
     def apply(self, event: Any) -> None:
         """Updates the indexes for an event the fact base has just taken."""
         kind = type(event)
+        if kind in _WIDENING:
+            self._entitled_to.clear()
         if kind is Entitlement.Granted:
             index = self.granted if event.grantee_kind == "subject" else self.granted_orgs
             for selector in event.models:
@@ -200,7 +205,15 @@ class Reach:
         return tuple(sorted(reached))
 
     def _entitled(self, models: Iterable[str]) -> set[str]:
-        """Subjects who hold, or whose org holds, a grant whose selector names one of `models`."""
+        """Subjects who hold, or whose org holds, a grant whose selector names one of `models`
+        (remembered until a grant, an employer or a model is added: read it, never change it)."""
+        key = tuple(models)
+        found = self._entitled_to.get(key)
+        if found is None:
+            found = self._entitled_to[key] = self._entitled_now(key)
+        return found
+
+    def _entitled_now(self, models: tuple[str, ...]) -> set[str]:
         subjects: set[str] = set()
         for model in models:
             model_facts = self.facts.models.get(model)
