@@ -86,15 +86,25 @@ class EntitlementFacts:
     valid_until: datetime | None
     position: int
     recorded_at: datetime
-    revocations: list[tuple[datetime, int]] = field(default_factory=list)
+    _revocations: list[tuple[datetime, int]] | None = None
+    """None until the first revocation: most entitlements are never revoked."""
     _covers: dict[str, bool] = field(default_factory=dict)
+
+    @property
+    def revocations(self) -> list[tuple[datetime, int]]:
+        """(effective_at, position) of each revocation, in position order."""
+        if self._revocations is None:
+            self._revocations = []
+        return self._revocations
 
     def active(self, at: datetime, as_of: int) -> bool:
         if self.position > as_of or at < self.valid_from:
             return False
         if self.valid_until is not None and at >= self.valid_until:
             return False
-        return not any(pos <= as_of and eff <= at for eff, pos in self.revocations)
+        revocations = self._revocations
+        return not revocations or not any(
+            pos <= as_of and eff <= at for eff, pos in revocations)
 
     def covers(self, model: str, family: str) -> bool:
         return _covers(self.selectors, self._covers, model, family)
@@ -229,8 +239,11 @@ class FactBase:
         self.directives: dict[str, DirectiveFacts] = {}
         self._directives_by_model: dict[str, list[DirectiveFacts]] = {}
         self._ids: dict[int, Any] = {}
-        """Aggregate id (as an int) to its facts: a subject's record, an entitlement's facts,
-        or the name of a model or directive."""
+        """Aggregate id (as an int) to its facts: an entitlement's facts, or the name of a
+        model or directive."""
+        self._subject_ids: dict[int, SubjectRecord] = {}
+        """Subject aggregate id (as an int) to its record: a table of its own, so that a
+        million subjects and their entitlements do not share (and double) one table."""
         self.global_times: list[datetime] = []
         """Valid times at which a fact concerning many subjects starts or stops holding."""
         self.profiles = Profiles()
@@ -243,7 +256,10 @@ class FactBase:
         """Per distinct list of model selectors, which models it covers (shared by every
         entitlement granted for that list, as is the list itself: `_selectors`)."""
         self._selectors: dict[tuple[str, ...], tuple[str, ...]] = {}
-        self._positions = array("q")
+        self._positions: array[int] | None = None
+        """The position of each applied event, kept only once they stop being consecutive:
+        until then the i-th event's is `_first + i`."""
+        self._first = 0
         self._recorded = array("q")
         """Microseconds since the epoch at which the event at `_positions[i]` was recorded,
         never earlier than the one before."""
@@ -281,26 +297,31 @@ class FactBase:
 
     def name_of(self, event: Any) -> str:
         """The name (model, entitlement, subject or directive id) of the event's aggregate."""
-        found = self._ids[event.originator_id.int]
+        key = event.originator_id.int
+        found = self._ids.get(key)
+        if found is None:
+            return self._subject_ids[key].subject
         if type(found) is str:
             return found
-        if type(found) is SubjectRecord:
-            return found.subject
         name: str = found.entitlement
         return name
 
     def record_of(self, event: Any) -> SubjectRecord:
         """The record of the subject a subject event is about."""
-        found: SubjectRecord = self._ids[event.originator_id.int]
-        return found
+        return self._subject_ids[event.originator_id.int]
 
     def position_known_at(self, known_at: datetime) -> int:
         """The last position all of whose events had been recorded by `known_at`."""
         index = bisect_right(self._recorded, (known_at - _EPOCH) // _MICROSECOND)
-        return self._positions[index - 1] if index else 0
+        if not index:
+            return 0
+        return self._first + index - 1 if self._positions is None else self._positions[index - 1]
 
     def recorded_at(self, position: int) -> datetime | None:
-        index = bisect_right(self._positions, position)
+        if self._positions is None:
+            index = min(max(position - self._first + 1, 0), len(self._recorded))
+        else:
+            index = bisect_right(self._positions, position)
         return _EPOCH + self._recorded[index - 1] * _MICROSECOND if index else None
 
     def recorded_as(self, position: int) -> datetime:
@@ -339,7 +360,15 @@ class FactBase:
                 self._last_recorded = None
                 self._recorded_as[position] = recorded_at
             recorded.append(micros)
-        self._positions.append(position)
+        positions = self._positions
+        if positions is not None:
+            positions.append(position)
+        elif len(recorded) == 1:
+            self._first = position
+        elif position != self._first + len(recorded) - 1:  # a gap: keep them from now on
+            positions = self._positions = array("q", range(self._first, self._first + len(
+                recorded) - 1))
+            positions.append(position)
 
     def _subject(self, subject: str, position: int) -> SubjectRecord:
         record = self.records.get(subject)
@@ -405,11 +434,11 @@ class FactBase:
         return (facts.grantee,)
 
     def _subject_registered(self, e: Subject.Registered, position: int) -> Concerns:
-        self._ids[e.originator_id.int] = self._subject(e.subject, position)
+        self._subject_ids[e.originator_id.int] = self._subject(e.subject, position)
         return (e.subject,)
 
     def _attested(self, e: Any, position: int) -> Concerns:
-        record: SubjectRecord = self._ids[e.originator_id.int]
+        record = self._subject_ids[e.originator_id.int]
         kind = type(e)
         if kind is Subject.NationalityAttested:
             said: tuple[Any, ...] = (NATIONALITY, tuple(e.citizenships), tuple(e.residencies))
@@ -442,7 +471,7 @@ class FactBase:
                       self._moment(valid_until), sys.intern(source), evidenced, ahead)
 
     def _attestation_revoked(self, e: Subject.AttestationRevoked, position: int) -> Concerns:
-        record: SubjectRecord = self._ids[e.originator_id.int]
+        record = self._subject_ids[e.originator_id.int]
         kind, effective_at = e.kind, self._moment(e.effective_at)
         withdrawn = self._fact(("withdrawn", kind, effective_at),
                                lambda: Withdrawn(kind, effective_at))

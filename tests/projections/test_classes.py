@@ -196,3 +196,40 @@ def test_class_level_changes_equal_per_subject_ones(stream: list[dict[str, Any]]
                     prefix.facts, subject, model, at), (subject, model, at, past)
                 assert judge(facts, subject, model, at, past, NO_CONTEXT) == judge(
                     prefix.facts, subject, model, at, past, NO_CONTEXT)
+
+
+def test_recorded_times_and_positions_survive_gaps_and_clocks_going_back() -> None:
+    """The fact base keeps recorded times compactly (consecutive positions implied, one time
+    per command): a store whose positions skip (PostgreSQL sequences) and a clock that steps
+    back must still answer `recorded_at`, `position_known_at` and each fact's own recorded
+    time exactly."""
+    stamps = iter([NOW, NOW, NOW - timedelta(hours=1), NOW + timedelta(hours=1)] * 10)
+    app = Interlock(env={"PERSISTENCE_MODULE": "eventsourcing.popo"}, clock=lambda: next(stamps))
+    for command in ({"type": "register_model", "model": "m1", "family": "a"},
+                    {"type": "attest_nationality", "subject": "s1", "citizenships": ["DE"],
+                     "residencies": [], "valid_from": PAST[0], "source": "kyc"},
+                    {"type": "attest_employer", "subject": "s1", "org": "o1",
+                     "valid_from": PAST[0], "source": "hr"},
+                    {"type": "attest_location", "subject": "s2", "country": "US",
+                     "valid_from": PAST[0], "source": "ip"}):
+        app.apply(parse_command(command))
+    events = [app.mapper.to_domain_event(n) for n in app.recorder.select_notifications(1, 100)]
+    positions = [1, 2, 3, 7, 8, 20, 21, 22, 23, 24, 25, 26][:len(events)]
+    index = AccessIndex()
+    index.apply_all(zip(events, positions, strict=True))
+    facts = index.facts
+    clamped = []
+    for event in events:
+        clamped.append(max([event.timestamp, *clamped[-1:]]))
+    for number, position in enumerate(positions):
+        assert facts.recorded_at(position) == clamped[number]
+        assert facts.recorded_as(position) == events[number].timestamp
+        assert facts.position_known_at(clamped[number]) == max(
+            p for p, t in zip(positions, clamped, strict=True) if t <= clamped[number])
+    assert facts.recorded_at(positions[3] - 1) == clamped[2], "a position in a gap"
+    assert facts.recorded_at(0) is None and facts.position_known_at(NOW - timedelta(days=9)) == 0
+    for subject in ("s1", "s2"):
+        for attestations in facts.subjects[subject].attestations.values():
+            for attestation in attestations:
+                number = positions.index(attestation.position)
+                assert attestation.recorded_at == events[number].timestamp
