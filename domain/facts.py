@@ -402,17 +402,19 @@ class FactBase:
             self._selectors[selectors] = selectors
         selectors = self._selectors[selectors]
         valid_from, valid_until = self._moment(e.valid_from), self._moment(e.valid_until)
-        facts = EntitlementFacts(
-            e.entitlement, e.grantee_kind, e.grantee, selectors, valid_from, valid_until,
-            position, e.timestamp, _covers=memo,
+        organisation = e.grantee_kind == "org"
+        record = None if organisation else self._subject(e.grantee, position)
+        facts = EntitlementFacts(  # the names it shares are held once: the record's, interned
+            e.entitlement, sys.intern(e.grantee_kind),
+            e.grantee if record is None else record.subject, selectors, valid_from,
+            valid_until, position, e.timestamp, _covers=memo,
         )
         self._ids[e.originator_id.int] = facts
         self.entitlements[e.entitlement] = facts
-        if e.grantee_kind == "org":
+        if record is None:
             self.org_entitlements.setdefault(e.grantee, []).append(facts)
             self._note_times(self.global_times, e.valid_from, e.valid_until)
             return None
-        record = self._subject(e.grantee, position)
         granted = self._fact(("granted", selectors, valid_from, valid_until),
                              lambda: Granted(selectors, valid_from, valid_until))
         record.add(self.profiles.adding(record.profile, granted), position)
