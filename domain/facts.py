@@ -279,7 +279,13 @@ class FactBase:
         if position <= self.position:
             raise ValueError(f"event at position {position} is not after {self.position}")
         self.position = position
-        self._note_recorded(event.timestamp, position)
+        recorded_at = event.timestamp
+        recorded = self._recorded
+        if (recorded_at == self._last_recorded and self._positions is None
+                and position == self._first + len(recorded)):
+            recorded.append(recorded[-1])  # the events of one command, in a row
+        else:
+            self._note_recorded(recorded_at, position)
         return _APPLY[type(event)](self, event, position)
 
     def directives_for(self, model: str) -> list[DirectiveFacts]:
@@ -454,7 +460,8 @@ class FactBase:
         stated = self._stated.get(key)
         if stated is None:
             stated = self._stated[key] = self._statement(e, *key)
-        record.add(self.profiles.adding(record.profile, stated), position)
+        profile = record.profile.next.get(stated)
+        record.add(profile or self.profiles.adding(record.profile, stated), position)
         if evidence is not None:
             record.add_evidence(evidence)
         return (record.subject,)
