@@ -82,6 +82,7 @@ class AccessIndex:
         self._applying = threading.RLock()
         """Held by whoever applies events, across the subscribers' turn."""
         self._subscribers: list[_Subscriber] = []
+        self._settled: list[Callable[[], None]] = []
 
     @property
     def position(self) -> int:
@@ -98,6 +99,8 @@ class AccessIndex:
         batch (an `apply_all`, an `apply`, a `tick`), to hand on what it gathered. None of
         them runs under the lock readers take."""
         self._subscribers.append(_Subscriber(applied, ticked, settled))
+        if settled is not None:
+            self._settled.append(settled)
 
     @contextmanager
     def reading(self) -> Iterator[FactBase]:
@@ -154,7 +157,7 @@ class AccessIndex:
         return concerns
 
     def _settle(self) -> None:
-        settled = [s.settled for s in self._subscribers if s.settled is not None]
+        settled = self._settled
         if settled:
             with gc_paused():  # what an order's fan-out gathered: 100,000s of new objects
                 for hand_on in settled:
