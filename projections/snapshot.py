@@ -52,8 +52,10 @@ log = logging.getLogger(__name__)
 MAGIC = b"interlock-index-snapshot\n"
 FORMAT = 2
 
-_MEMOS = {EntitlementFacts: ("_covers",), DirectiveFacts: ("_compiled",)}
-"""Fields that only cache what the others determine: left out, rebuilt on use."""
+_MEMOS = {DirectiveFacts: ("_compiled",)}
+"""Fields that only cache what the others determine: left out, rebuilt on use. (An
+entitlement's `_covers` is kept: it is one small table shared by every entitlement granted
+for the same selectors, and pickled once.)"""
 _CLASSES = (ModelFacts, EntitlementFacts, DirectiveFacts, Stated, Withdrawn, Granted,
             GrantRevoked)
 _SLOTTED = (Profile, SubjectRecord)
