@@ -17,7 +17,7 @@ from domain.facts import (
     DirectiveFacts,
     DirectiveTerms,
     FactBase,
-    SubjectFacts,
+    SubjectRecord,
 )
 from domain.predicates import AttributeLookup
 
@@ -127,7 +127,8 @@ class _Attributes:
     __slots__ = ("_as_of", "_at", "_context", "_subject", "_values", "facts")
 
     def __init__(
-        self, subject: str, facts: SubjectFacts | None, at: datetime, as_of: int, context: Context
+        self, subject: str, facts: SubjectRecord | None, at: datetime, as_of: int,
+        context: Context,
     ) -> None:
         self._subject = subject
         self.facts = facts
@@ -167,7 +168,7 @@ def attribute_lookup(
 ) -> AttributeLookup:
     """The subject's attribute values exactly as `judge` looks them up, so that an explanation
     evaluates predicates node by node on the same values the decision used."""
-    return _Attributes(subject, facts.subjects.get(subject), at, as_of, context)
+    return _Attributes(subject, facts.records.get(subject), at, as_of, context)
 
 
 def decide(
@@ -189,7 +190,7 @@ def judge(
     facts: FactBase, subject: str, model: str, at: datetime, as_of: int, context: Context
 ) -> Verdict:
     """The rule, following route directives from model to model."""
-    attributes = _Attributes(subject, facts.subjects.get(subject), at, as_of, context)
+    attributes = _Attributes(subject, facts.records.get(subject), at, as_of, context)
     visited = [model]
     followed: list[tuple[str, bool, frozenset[str]]] = []
     current = model
@@ -237,7 +238,7 @@ def _judge_one(
     entitled = []
     subject_facts = attributes.facts
     if subject_facts is not None:
-        for entitlement in subject_facts.entitlements:
+        for entitlement in subject_facts.grants:
             if entitlement.active(at, as_of) and entitlement.covers(model, family):
                 entitled.append(entitlement.entitlement)
     employer = attributes(EMPLOYER)

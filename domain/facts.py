@@ -1,18 +1,19 @@
 """The bitemporal fact base: every stored fact with its valid time and its position.
 
 It answers "what held at valid time t, as known at position p" by lookup, without replaying
-events: each subject keeps its attestation histories, each entitlement and directive its own
-changes. It is fed events in position order and does no I/O.
+events: each subject keeps its attestation histories (interned, see `domain.subjects`), each
+entitlement and directive its own changes. It is fed events in position order and does no I/O.
 """
 
 from __future__ import annotations
 
 import sys
+from array import array
 from bisect import bisect_right, insort
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
-from uuid import UUID
 
 from domain.aggregates import (
     CommandReceipt,
@@ -23,7 +24,20 @@ from domain.aggregates import (
 )
 from domain.selectors import covers as _covers
 from domain.selectors import selector_matches as selector_matches
+from domain.subjects import (
+    Attestation,
+    Granted,
+    GrantRevoked,
+    Profiles,
+    Stated,
+    SubjectFacts,
+    SubjectRecord,
+    Withdrawn,
+    around,
+)
 from domain.terms import DirectiveTerms, TermsChange
+
+__all__ = ["Attestation", "DirectiveTerms", "SubjectFacts", "SubjectRecord", "selector_matches"]
 
 Concerns = tuple[str, ...] | None
 """The subjects whose decisions an event may change; None when it may change anyone's."""
@@ -63,83 +77,30 @@ class EntitlementFacts:
     valid_until: datetime | None
     position: int
     recorded_at: datetime
-    revocations: list[tuple[datetime, int]] = field(default_factory=list)
+    _revocations: list[tuple[datetime, int]] | None = None
+    """None until the first revocation: most entitlements are never revoked."""
     _covers: dict[str, bool] = field(default_factory=dict)
+
+    @property
+    def revocations(self) -> list[tuple[datetime, int]]:
+        """(effective_at, position) of each revocation, in position order."""
+        if self._revocations is None:
+            self._revocations = []
+        return self._revocations
 
     def active(self, at: datetime, as_of: int) -> bool:
         if self.position > as_of or at < self.valid_from:
             return False
         if self.valid_until is not None and at >= self.valid_until:
             return False
-        return not any(pos <= as_of and eff <= at for eff, pos in self.revocations)
+        revocations = self._revocations
+        return not revocations or not any(
+            pos <= as_of and eff <= at for eff, pos in revocations)
 
     def covers(self, model: str, family: str) -> bool:
         return _covers(self.selectors, self._covers, model, family)
 
 
-@dataclass(slots=True)
-class Attestation:
-    kind: str
-    values: dict[str, frozenset[str]]
-    """The attributes it gives: citizenship and residency, location, or employer."""
-    valid_from: datetime
-    valid_until: datetime | None
-    position: int
-    recorded_at: datetime
-    source: str
-    evidence: str | None
-
-    @property
-    def order(self) -> tuple[datetime, int]:
-        return (self.valid_from, self.position)
-
-    def expired(self, at: datetime) -> bool:
-        return self.valid_until is not None and at >= self.valid_until
-
-
-@dataclass(slots=True)
-class SubjectFacts:
-    subject: str
-    position: int
-    attestations: dict[str, list[Attestation]] = field(default_factory=dict)
-    """Per kind, sorted by (valid_from, position): the later one supersedes from its start."""
-    revocations: dict[str, list[tuple[datetime, int]]] = field(default_factory=dict)
-    entitlements: list[EntitlementFacts] = field(default_factory=list)
-    times: list[datetime] = field(default_factory=list)
-    """Every valid time at which one of this subject's facts starts or stops holding."""
-
-    def attestation(self, kind: str, at: datetime, as_of: int) -> Attestation | None:
-        """The attestation in force, or None when the attribute is unknown at `at`.
-
-        An expired or revoked winner leaves the attribute unknown; it does not revive the
-        attestation it superseded.
-        """
-        candidate = self.latest(kind, at, as_of)
-        if candidate is None or candidate.expired(at):
-            return None
-        if self.revocation(kind, candidate, at, as_of) is not None:
-            return None
-        return candidate
-
-    def latest(self, kind: str, at: datetime, as_of: int) -> Attestation | None:
-        """The attestation that supersedes all others of `kind` valid by `at`, known at
-        `as_of`, whether or not it still holds."""
-        history = self.attestations.get(kind)
-        if not history:
-            return None
-        for candidate in reversed(history):
-            if candidate.valid_from <= at and candidate.position <= as_of:
-                return candidate
-        return None
-
-    def revocation(
-        self, kind: str, attestation: Attestation, at: datetime, as_of: int
-    ) -> tuple[datetime, int] | None:
-        """(effective_at, position) of a revocation that ends `attestation` by `at`, if any."""
-        for effective_at, position in self.revocations.get(kind, ()):
-            if attestation.position < position <= as_of and effective_at <= at:
-                return effective_at, position
-        return None
 
 
 @dataclass(slots=True)
@@ -203,33 +164,70 @@ class DirectiveFacts:
         return terms if terms is not None and terms.covers(model, family) else None
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
 class FactBase:
     """All facts, indexed for lookups by subject, org and model."""
 
     def __init__(self) -> None:
         self.position = 0
         self.models: dict[str, ModelFacts] = {}
-        self.subjects: dict[str, SubjectFacts] = {}
+        self.records: dict[str, SubjectRecord] = {}
+        """Subject to its record: its profile and what is its own (see `domain.subjects`)."""
         self.entitlements: dict[str, EntitlementFacts] = {}
         self.org_entitlements: dict[str, list[EntitlementFacts]] = {}
         self.directives: dict[str, DirectiveFacts] = {}
         self._directives_by_model: dict[str, list[DirectiveFacts]] = {}
-        self._names: dict[UUID, str] = {}
-        """Aggregate id to the name it was created with (model, entitlement, subject...)."""
+        self._ids: dict[int, Any] = {}
+        """Aggregate id (as an int) to its facts: an entitlement's facts, or the name of a
+        model or directive."""
+        self._subject_ids: dict[int, SubjectRecord] = {}
+        """Subject aggregate id (as an int) to its record: a table of its own, so that a
+        million subjects and their entitlements do not share (and double) one table."""
         self.global_times: list[datetime] = []
         """Valid times at which a fact concerning many subjects starts or stops holding."""
+        self.profiles = Profiles()
+        self._stated: dict[tuple[Any, ...], Any] = {}
+        """One instance per distinct attestation statement, revocation or personal grant."""
         self._value_sets: dict[tuple[tuple[str, frozenset[str]], ...], dict[str, frozenset[str]]]
         self._value_sets = {}
         self._moments: dict[datetime, datetime] = {}
-        self._recorded: list[datetime] = []
-        self._positions: list[int] = []
+        self._selector_memos: dict[tuple[str, ...], dict[str, bool]] = {}
+        """Per distinct list of model selectors, which models it covers (shared by every
+        entitlement granted for that list, as is the list itself: `_selectors`)."""
+        self._selectors: dict[tuple[str, ...], tuple[str, ...]] = {}
+        self._positions: array[int] | None = None
+        """The position of each applied event, kept only once they stop being consecutive:
+        until then the i-th event's is `_first + i`."""
+        self._first = 0
+        self._recorded = array("q")
+        """Microseconds since the epoch at which the event at `_positions[i]` was recorded,
+        never earlier than the one before."""
+        self._last_recorded: datetime | None = None
+        """The last recorded time `_recorded` holds exactly, to skip converting it again."""
+        self._recorded_as: dict[int, datetime] = {}
+        """Recorded times not given back exactly by `_recorded` (made later than an earlier
+        one, or with another offset), by position."""
+
+    @property
+    def subjects(self) -> Mapping[str, SubjectFacts]:
+        """Subject to its facts, one object each, built when read."""
+        return _SubjectsView(self)
 
     def apply(self, event: Any, position: int) -> Concerns:
         """Adds one stored event and says whose decisions it may change."""
         if position <= self.position:
             raise ValueError(f"event at position {position} is not after {self.position}")
         self.position = position
-        self._note_recorded(event.timestamp, position)
+        recorded_at = event.timestamp
+        recorded = self._recorded
+        if (recorded_at == self._last_recorded and self._positions is None
+                and position == self._first + len(recorded)):
+            recorded.append(recorded[-1])  # the events of one command, in a row
+        else:
+            self._note_recorded(recorded_at, position)
         return _APPLY[type(event)](self, event, position)
 
     def directives_for(self, model: str) -> list[DirectiveFacts]:
@@ -247,23 +245,48 @@ class FactBase:
 
     def name_of(self, event: Any) -> str:
         """The name (model, entitlement, subject or directive id) of the event's aggregate."""
-        return self._names[event.originator_id]
+        key = event.originator_id.int
+        found = self._ids.get(key)
+        if found is None:
+            return self._subject_ids[key].subject
+        if type(found) is str:
+            return found
+        name: str = found.entitlement
+        return name
+
+    def record_of(self, event: Any) -> SubjectRecord:
+        """The record of the subject a subject event is about."""
+        return self._subject_ids[event.originator_id.int]
 
     def position_known_at(self, known_at: datetime) -> int:
         """The last position all of whose events had been recorded by `known_at`."""
-        index = bisect_right(self._recorded, known_at)
-        return self._positions[index - 1] if index else 0
+        index = bisect_right(self._recorded, (known_at - _EPOCH) // _MICROSECOND)
+        if not index:
+            return 0
+        return self._first + index - 1 if self._positions is None else self._positions[index - 1]
 
     def recorded_at(self, position: int) -> datetime | None:
-        index = bisect_right(self._positions, position)
-        return self._recorded[index - 1] if index else None
+        if self._positions is None:
+            index = min(max(position - self._first + 1, 0), len(self._recorded))
+        else:
+            index = bisect_right(self._positions, position)
+        return _EPOCH + self._recorded[index - 1] * _MICROSECOND if index else None
+
+    def recorded_as(self, position: int) -> datetime:
+        """The recorded time of the event at `position` exactly as the event carried it."""
+        found = self._recorded_as.get(position)
+        if found is not None:
+            return found
+        recorded = self.recorded_at(position)
+        assert recorded is not None
+        return recorded
 
     def validity(self, subject: str, at: datetime) -> tuple[datetime | None, datetime | None]:
         """The widest [start, end) around `at` in which no fact about `subject` changes."""
-        start, end = _around(self.global_times, at)
-        facts = self.subjects.get(subject)
-        if facts is not None:
-            s_start, s_end = _around(facts.times, at)
+        start, end = around(self.global_times, at)
+        record = self.records.get(subject)
+        if record is not None and record.profile.times:
+            s_start, s_end = around(record.profile.times, at)
             if s_start is not None and (start is None or s_start > start):
                 start = s_start
             if s_end is not None and (end is None or s_end < end):
@@ -271,92 +294,143 @@ class FactBase:
         return start, end
 
     def _note_recorded(self, recorded_at: datetime, position: int) -> None:
-        if self._recorded and recorded_at < self._recorded[-1]:
-            recorded_at = self._recorded[-1]
-        self._recorded.append(recorded_at)
-        self._positions.append(position)
+        recorded = self._recorded
+        if recorded_at == self._last_recorded:  # the events of one command share their time
+            recorded.append(recorded[-1])
+        else:
+            micros = (recorded_at - _EPOCH) // _MICROSECOND
+            self._last_recorded = recorded_at
+            if recorded and micros < recorded[-1]:
+                micros = recorded[-1]
+                self._last_recorded = None
+                self._recorded_as[position] = recorded_at
+            elif recorded_at.tzinfo is not UTC:
+                self._last_recorded = None
+                self._recorded_as[position] = recorded_at
+            recorded.append(micros)
+        positions = self._positions
+        if positions is not None:
+            positions.append(position)
+        elif len(recorded) == 1:
+            self._first = position
+        elif position != self._first + len(recorded) - 1:  # a gap: keep them from now on
+            positions = self._positions = array("q", range(self._first, self._first + len(
+                recorded) - 1))
+            positions.append(position)
 
-    def _subject(self, subject: str, position: int) -> SubjectFacts:
-        facts = self.subjects.get(subject)
-        if facts is None:
-            facts = self.subjects[subject] = SubjectFacts(subject, position)
-        return facts
+    def _subject(self, subject: str, position: int) -> SubjectRecord:
+        record = self.records.get(subject)
+        if record is None:
+            record = self.records[subject] = SubjectRecord(subject, self.profiles.empty, position)
+        return record
+
+    def _fact(self, key: tuple[Any, ...], make: Any) -> Any:
+        found = self._stated.get(key)
+        if found is None:
+            found = self._stated[key] = make()
+        return found
 
     def _model_registered(self, e: ModelVersion.Registered, position: int) -> Concerns:
-        self._names[e.originator_id] = e.model
+        self._ids[e.originator_id.int] = e.model
         self.models[e.model] = ModelFacts(e.model, e.family, position)
         self._directives_by_model.pop(e.model, None)
         return None
 
     def _model_changed(self, e: Any, position: int) -> Concerns:
-        model = self.models[self._names[e.originator_id]]
+        model = self.models[self._ids[e.originator_id.int]]
         model.changes.append((e.effective_at, position, isinstance(e, ModelVersion.Withdrawn)))
         insort(self.global_times, e.effective_at)
         return None
 
     def _entitlement_granted(self, e: Entitlement.Granted, position: int) -> Concerns:
-        facts = EntitlementFacts(
-            e.entitlement, e.grantee_kind, e.grantee, tuple(e.models), e.valid_from,
-            e.valid_until, position, e.timestamp,
+        selectors = tuple(e.models)
+        memo = self._selector_memos.get(selectors)
+        if memo is None:
+            memo = self._selector_memos[selectors] = {}
+            self._selectors[selectors] = selectors
+        selectors = self._selectors[selectors]
+        valid_from, valid_until = self._moment(e.valid_from), self._moment(e.valid_until)
+        organisation = e.grantee_kind == "org"
+        record = None if organisation else self._subject(e.grantee, position)
+        facts = EntitlementFacts(  # the names it shares are held once: the record's, interned
+            e.entitlement, sys.intern(e.grantee_kind),
+            e.grantee if record is None else record.subject, selectors, valid_from,
+            valid_until, position, e.timestamp, _covers=memo,
         )
-        self._names[e.originator_id] = e.entitlement
+        self._ids[e.originator_id.int] = facts
         self.entitlements[e.entitlement] = facts
-        if e.grantee_kind == "org":
+        if record is None:
             self.org_entitlements.setdefault(e.grantee, []).append(facts)
             self._note_times(self.global_times, e.valid_from, e.valid_until)
             return None
-        subject = self._subject(e.grantee, position)
-        subject.entitlements.append(facts)
-        self._note_times(subject.times, e.valid_from, e.valid_until)
+        granted = self._fact(("granted", selectors, valid_from, valid_until),
+                             lambda: Granted(selectors, valid_from, valid_until))
+        record.add(self.profiles.adding(record.profile, granted), position)
+        record.grants = (*record.grants, facts)
         return (e.grantee,)
 
     def _entitlement_revoked(self, e: Entitlement.Revoked, position: int) -> Concerns:
-        facts = self.entitlements[self._names[e.originator_id]]
+        facts: EntitlementFacts = self._ids[e.originator_id.int]
         facts.revocations.append((e.effective_at, position))
         if facts.grantee_kind == "org":
             insort(self.global_times, e.effective_at)
             return None
-        insort(self.subjects[facts.grantee].times, e.effective_at)
+        record = self.records[facts.grantee]
+        ordinal = record.grants.index(facts)
+        effective_at = self._moment(e.effective_at)
+        revoked = self._fact(("grant_revoked", ordinal, effective_at),
+                             lambda: GrantRevoked(ordinal, effective_at))
+        record.add(self.profiles.adding(record.profile, revoked), position)
         return (facts.grantee,)
 
     def _subject_registered(self, e: Subject.Registered, position: int) -> Concerns:
-        self._names[e.originator_id] = e.subject
-        self._subject(e.subject, position)
+        self._subject_ids[e.originator_id.int] = self._subject(e.subject, position)
         return (e.subject,)
 
     def _attested(self, e: Any, position: int) -> Concerns:
-        subject = self.subjects[self._names[e.originator_id]]
-        if isinstance(e, Subject.NationalityAttested):
-            kind = NATIONALITY
-            values = {
-                "citizenship": frozenset(e.citizenships),
-                "residency": frozenset(e.residencies),
-            }
-        elif isinstance(e, Subject.LocationAttested):
-            kind, values = LOCATION, {"location": frozenset((e.country,))}
+        record = self._subject_ids[e.originator_id.int]
+        kind = type(e)
+        if kind is Subject.NationalityAttested:
+            said: tuple[Any, ...] = (NATIONALITY, tuple(e.citizenships), tuple(e.residencies))
+        elif kind is Subject.LocationAttested:
+            said = (LOCATION, e.country)
         else:
-            kind, values = EMPLOYER, {"employer": frozenset((e.org,))}
-        valid_from, valid_until = self._moment(e.valid_from), self._moment(e.valid_until)
-        attestation = Attestation(
-            kind, self._shared(values), valid_from, valid_until, position, e.timestamp,
-            sys.intern(e.source), e.evidence,
-        )
-        history = subject.attestations.get(kind)
-        if history is None:
-            subject.attestations[kind] = [attestation]
+            said = (EMPLOYER, e.org)
+        evidence = e.evidence
+        key = (said, e.valid_from, e.valid_until, e.source, evidence is not None,
+               e.valid_from > e.timestamp)
+        stated = self._stated.get(key)
+        if stated is None:
+            stated = self._stated[key] = self._statement(e, *key)
+        profile = record.profile.next.get(stated)
+        record.add(profile or self.profiles.adding(record.profile, stated), position)
+        if evidence is not None:
+            record.add_evidence(evidence)
+        return (record.subject,)
+
+    def _statement(
+        self, e: Any, said: tuple[Any, ...], valid_from: datetime, valid_until: datetime | None,
+        source: str, evidenced: bool, ahead: bool,
+    ) -> Stated:
+        if said[0] == NATIONALITY:
+            values = {"citizenship": frozenset(said[1]), "residency": frozenset(said[2])}
+        elif said[0] == LOCATION:
+            values = {"location": frozenset((said[1],))}
         else:
-            insort(history, attestation, key=lambda a: a.order)
-        self._note_times(subject.times, valid_from, valid_until)
-        return (subject.subject,)
+            values = {"employer": frozenset((said[1],))}
+        return Stated(said[0], self._shared(values), self._moment(valid_from),
+                      self._moment(valid_until), sys.intern(source), evidenced, ahead)
 
     def _attestation_revoked(self, e: Subject.AttestationRevoked, position: int) -> Concerns:
-        subject = self.subjects[self._names[e.originator_id]]
-        subject.revocations.setdefault(e.kind, []).append((e.effective_at, position))
-        insort(subject.times, e.effective_at)
-        return (subject.subject,)
+        record = self._subject_ids[e.originator_id.int]
+        kind, effective_at = e.kind, self._moment(e.effective_at)
+        withdrawn = self._fact(("withdrawn", kind, effective_at),
+                               lambda: Withdrawn(kind, effective_at))
+        record.add(self.profiles.adding(record.profile, withdrawn), position)
+        return (record.subject,)
 
     def _directive_issued(self, e: Directive.Issued, position: int) -> Concerns:
-        self._names[e.originator_id] = e.directive
+        self._ids[e.originator_id.int] = e.directive
         self._directives_by_model.clear()
         self.directives[e.directive] = DirectiveFacts(
             e.directive, e.authority, e.reference, e.received_at, e.effective_at, position,
@@ -366,14 +440,14 @@ class FactBase:
         return None
 
     def _directive_amended(self, e: Directive.Amended, position: int) -> Concerns:
-        facts = self.directives[self._names[e.originator_id]]
+        facts = self.directives[self._ids[e.originator_id.int]]
         facts.amendments.append((e.effective_at, position, dict(e.terms)))
         self._directives_by_model.clear()
         self._note_times(self.global_times, e.effective_at, e.expiry())
         return None
 
     def _directive_lifted(self, e: Directive.Lifted, position: int) -> Concerns:
-        facts = self.directives[self._names[e.originator_id]]
+        facts = self.directives[self._ids[e.originator_id.int]]
         facts.lift = (e.effective_at, position)
         insort(self.global_times, e.effective_at)
         return None
@@ -398,9 +472,25 @@ class FactBase:
                 insort(times, moment)
 
 
-def _around(times: list[datetime], at: datetime) -> tuple[datetime | None, datetime | None]:
-    index = bisect_right(times, at)
-    return (times[index - 1] if index else None, times[index] if index < len(times) else None)
+class _SubjectsView(Mapping[str, SubjectFacts]):
+    """`FactBase.subjects`: each subject's facts as objects, built from its record on read."""
+
+    __slots__ = ("_facts",)
+
+    def __init__(self, facts: FactBase) -> None:
+        self._facts = facts
+
+    def __getitem__(self, subject: str) -> SubjectFacts:
+        return self._facts.records[subject].facts(self._facts.recorded_as)
+
+    def __contains__(self, subject: object) -> bool:
+        return subject in self._facts.records
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._facts.records)
+
+    def __len__(self) -> int:
+        return len(self._facts.records)
 
 
 _APPLY: dict[type, Any] = {

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -20,18 +20,32 @@ from domain.facts import Concerns, FactBase
 from projections.gc_pause import gc_paused
 
 _Span = tuple[Verdict, datetime | None, datetime | None]
+_NOTHING: dict[str, dict[str, _Span]] = {}
+
+
+def _holding(spans: dict[str, _Span] | None, model: str, at: datetime) -> Verdict | None:
+    """The verdict of `spans` for `model` if its span holds `at`."""
+    span = None if spans is None else spans.get(model)
+    if span is None:
+        return None
+    verdict, start, end = span
+    if (start is None or start <= at) and (end is None or at < end):
+        return verdict
+    return None
 
 
 @dataclass(slots=True)
 class Applied:
-    """One event the index has just applied, as a subscriber sees it: under the index's lock,
-    before the index forgets the current decisions the event may change."""
+    """One event the index has just applied, as a subscriber sees it: after the index forgot
+    the current decisions the event may change (readers already judge on the new facts), and
+    before the next event is applied."""
 
     event: Any
     position: int
     concerns: Concerns
     previous: Callable[[str, str, datetime], Verdict | None]
-    """The current verdict the index remembered before the event, if one holds at that time."""
+    """The current verdict the index remembered before the event (and forgot for it), if one
+    holds at that time."""
     judged: list[tuple[str, str, Verdict]] = field(default_factory=list)
     """(subject, model, verdict) a subscriber judged at the new position, at valid time
     `judged_at`: the index keeps them as the current ones."""
@@ -50,15 +64,25 @@ class AccessIndex:
 
     Whoever follows the log calls `apply` / `apply_all`; what must happen on every applied
     event (the kill switch, its reach indexes) subscribes to the index instead of the follower
-    (`subscribe`). The index holds its own lock: readers that need the fact base to stand still
-    across several reads take `reading()`."""
+    (`subscribe`). Readers that need the fact base to stand still across several reads take
+    `reading()`.
+
+    An event is visible to `decide` as soon as the fact base has it: the index forgets the
+    decisions it may change at once, and only then tells its subscribers, outside the lock
+    readers take, so that a kill switch's fan-out to a million subjects never makes a decision
+    wait for it or answer from the facts before the order. Appliers take turns on their own
+    lock: a subscriber reads a fact base that no other event changes until it returns."""
 
     def __init__(self, max_cached_subjects: int = 1_000_000) -> None:
         self.facts = FactBase()
         self._current: dict[str, dict[str, _Span]] = {}
         self._max_cached_subjects = max_cached_subjects
         self._lock = threading.RLock()
+        """Held while the fact base changes, and by readers that judge on it."""
+        self._applying = threading.RLock()
+        """Held by whoever applies events, across the subscribers' turn."""
         self._subscribers: list[_Subscriber] = []
+        self._settled: list[Callable[[], None]] = []
 
     @property
     def position(self) -> int:
@@ -70,10 +94,13 @@ class AccessIndex:
         ticked: Callable[[], None] | None = None,
         settled: Callable[[], None] | None = None,
     ) -> None:
-        """`applied` is told of every event applied from now on, in order, under the lock;
-        `ticked` when time has passed (`tick`), under the lock; `settled` after each batch (an
-        `apply_all`, an `apply`, a `tick`), outside the lock, to hand on what it gathered."""
+        """`applied` is told of every event applied from now on, in order, once readers see it
+        (before the next event); `ticked` when time has passed (`tick`); `settled` after each
+        batch (an `apply_all`, an `apply`, a `tick`), to hand on what it gathered. None of
+        them runs under the lock readers take."""
         self._subscribers.append(_Subscriber(applied, ticked, settled))
+        if settled is not None:
+            self._settled.append(settled)
 
     @contextmanager
     def reading(self) -> Iterator[FactBase]:
@@ -82,67 +109,75 @@ class AccessIndex:
             yield self.facts
 
     def apply(self, event: Any, position: int) -> Concerns:
-        """Adds one stored event, tells the subscribers and forgets the current decisions it
-        may change."""
-        with self._lock:
+        """Adds one stored event, forgets the current decisions it may change and tells the
+        subscribers."""
+        with self._applying:
             concerns = self._apply(event, position)
-        self._settle()
+            self._settle()
         return concerns
 
     def apply_all(self, events: Iterable[tuple[Any, int]]) -> None:
         """`apply` for (event, position) pairs in order, as one batch."""
-        with self._lock:
-            for event, position in events:
-                self._apply(event, position)
-        self._settle()
+        with self._applying:
+            if self._subscribers:
+                for event, position in events:
+                    self._apply(event, position)
+            else:
+                with self._lock:
+                    apply, forget = self.facts.apply, self._forget
+                    for event, position in events:
+                        forget(apply(event, position))
+            self._settle()
 
     def tick(self) -> None:
         """Lets the subscribers act on the time that has passed (the kill switch's timetable)."""
-        with self._lock:
+        with self._applying:
             for subscriber in self._subscribers:
                 if subscriber.ticked is not None:
                     subscriber.ticked()
-        self._settle()
+            self._settle()
 
     def _apply(self, event: Any, position: int) -> Concerns:
-        concerns = self.facts.apply(event, position)
+        with self._lock:
+            concerns = self.facts.apply(event, position)
+            forgotten = self._forget(concerns)
         if not self._subscribers:
-            self._forget(concerns)
             return concerns
-        applied = Applied(event, position, concerns, self._remembered)
-        with gc_paused():
+        applied = Applied(event, position, concerns,
+                          lambda subject, model, at: _holding(forgotten.get(subject), model, at))
+        with gc_paused() if concerns is None else nullcontext():  # an event for everyone
             for subscriber in self._subscribers:
                 subscriber.applied(applied)
-            self._forget(concerns)
             at = applied.judged_at
-            if at is not None:
-                for subject, model, verdict in applied.judged:
-                    self._remember(subject, model, verdict, at)
+            if at is not None and applied.judged:
+                with self._lock:
+                    if self.facts.position == position:
+                        for subject, model, verdict in applied.judged:
+                            self._remember(subject, model, verdict, at)
         return concerns
 
     def _settle(self) -> None:
-        for subscriber in self._subscribers:
-            if subscriber.settled is not None:
-                subscriber.settled()
+        settled = self._settled
+        if settled:
+            with gc_paused():  # what an order's fan-out gathered: 100,000s of new objects
+                for hand_on in settled:
+                    hand_on()
 
-    def _forget(self, concerns: Concerns) -> None:
-        """Drops the current decisions of the subjects concerned (None: everyone's)."""
+    def _forget(self, concerns: Concerns) -> dict[str, dict[str, _Span]]:
+        """Drops the current decisions of the subjects concerned (None: everyone's) and
+        returns what it dropped."""
         if concerns is None:
-            self._current.clear()
-        else:
-            for subject in concerns:
-                self._current.pop(subject, None)
+            forgotten, self._current = self._current, {}
+            return forgotten
+        current = self._current
+        if not concerns or not current:
+            return _NOTHING
+        return {subject: spans for subject in concerns
+                if (spans := current.pop(subject, None)) is not None}
 
     def _remembered(self, subject: str, model: str, at: datetime) -> Verdict | None:
         """The remembered current verdict, if there is one whose span holds `at`."""
-        spans = self._current.get(subject)
-        span = None if spans is None else spans.get(model)
-        if span is None:
-            return None
-        verdict, start, end = span
-        if (start is None or start <= at) and (end is None or at < end):
-            return verdict
-        return None
+        return _holding(self._current.get(subject), model, at)
 
     def _remember(self, subject: str, model: str, verdict: Verdict, at: datetime) -> None:
         """Keeps a verdict just judged at the current position as the current one around `at`."""

@@ -17,15 +17,17 @@ from __future__ import annotations
 
 import heapq
 import threading
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from domain.aggregates import Directive
 from domain.application import Clock, system_clock
-from domain.decision import NO_CONTEXT, Reason, Verdict, judge, reasons_json
+from domain.decision import NO_CONTEXT, Reason, Verdict, judge, reasons_json, sorted_reasons
 from domain.facts import FactBase
+from domain.subjects import Profile
 from projections.access_index import AccessIndex, Applied
 from projections.reach import Reach
 
@@ -35,9 +37,9 @@ ALWAYS = datetime.min.replace(tzinfo=UTC)
 """`at` of a decision that holds at every earlier valid time too."""
 
 
-@dataclass(frozen=True, slots=True)
-class AccessChange:
-    """An `access_revoked` or `access_restored` record, keyed by subject on the wire."""
+class AccessChange(NamedTuple):
+    """An `access_revoked` or `access_restored` record, keyed by subject on the wire (a tuple:
+    an order's fan-out makes tens of thousands of them)."""
 
     kind: Literal["access_revoked", "access_restored"]
     subject: str
@@ -101,12 +103,13 @@ class ChangeGroup:
 
     def changes(self) -> Iterator[AccessChange]:
         """The group as one change per subject, in the order listed."""
+        make = AccessChange._make
+        kind, model, effect, route_to, disclosed, reasons, at = (
+            self.kind, self.model, self.effect, self.route_to, self.disclosed, self.reasons,
+            self.at)
+        tail = (self.position, self.received_at, self.recorded_at, self.emitted_at, self.first)
         for subject in self.subjects:
-            yield AccessChange(
-                self.kind, subject, self.model, self.effect, self.route_to, self.disclosed,
-                self.reasons, self.at, self.position, self.received_at, self.recorded_at,
-                self.emitted_at, self.first,
-            )
+            yield make((kind, subject, model, effect, route_to, disclosed, reasons, at, *tail))
 
 
 def grouped(changes: Iterable[AccessChange]) -> list[ChangeGroup]:
@@ -131,8 +134,14 @@ class _Cause:
 
 class Enforcer:
     """The kill switch, as a subscriber of an access index: it compares the decisions each
-    applied event changes and gathers the access changes, handed to `publish` after each batch
-    the index applies (or taken by `apply` / `take`).
+    applied event changes and gathers the access changes as `ChangeGroup`s, handed to
+    `publish` after each batch the index applies (or taken by `apply` / `take`).
+
+    Subjects whose facts are alike (one `Profile`, see `domain.subjects`) are judged once: the
+    rule, the valid time from which the new decision holds and whether it is a first grant are
+    the same for all of them, as known at the event, so an order reaching 700,000 subjects
+    costs a judgement per profile and a list of names. Subjects a directive names, and the
+    personal entitlement ids an allow cites, are kept apart per subject.
 
     While `emitting` is False (catching up on history already enforced) it only keeps its
     reach indexes and timetable."""
@@ -153,8 +162,10 @@ class Enforcer:
         self.publish = publish
         self.emitting = emitting
         self._timetable: list[tuple[datetime, int, _Cause]] = []
-        self._gathered: list[AccessChange] = []
+        self._gathered: list[ChangeGroup] = []
         self._gathering = threading.Lock()
+        self._restricted: dict[Profile, Profile] = {}
+        self._restricted_to: frozenset[str] | None = None
         index.subscribe(self._applied, self._ticked, self._settled if publish else None)
 
     def apply(self, event: Any, position: int, emit: bool = True) -> list[AccessChange]:
@@ -168,19 +179,19 @@ class Enforcer:
         return self.take()
 
     def take(self) -> list[AccessChange]:
-        """The changes gathered since the last take."""
-        with self._gathering:
-            changes, self._gathered = self._gathered, []
-        return changes
+        """The changes gathered since the last take, one per (subject, model)."""
+        return [change for group in self.take_groups() for change in group.changes()]
 
     def take_groups(self) -> list[ChangeGroup]:
         """The changes gathered since the last take, packed (what `publish` is handed)."""
-        return grouped(self.take())
+        with self._gathering:
+            groups, self._gathered = self._gathered, []
+        return groups
 
-    def _gather(self, changes: list[AccessChange]) -> None:
-        if changes:
+    def _gather(self, groups: list[ChangeGroup]) -> None:
+        if groups:
             with self._gathering:
-                self._gathered += changes
+                self._gathered += groups
 
     def _settled(self) -> None:
         groups = self.take_groups()
@@ -189,20 +200,21 @@ class Enforcer:
 
     def _ticked(self) -> None:
         if self.emitting:
-            self._gather(self.tick())
+            self._gather(self._due())
 
     def _applied(self, applied: Applied) -> None:
         """One event the index applied (its reach indexes already have it).
 
-        The decision before the event is the index's current one when it held one (a lookup),
-        else the rule as known at the previous position; the decision after it is judged and
-        becomes the index's current one, so the next event finds it."""
+        The decision before the event is the one the index held (and forgot for the event)
+        when it held one, else the rule as known at the previous position."""
         now = self.clock()
         event, position = applied.event, applied.position
+        later = [moment for moment in _moments(event) if moment > now]
+        if not later and not self.emitting:
+            return
         cause = _Cause(event, position, self._received_at(event), event.timestamp)
-        for moment in _moments(event):
-            if moment > now:
-                heapq.heappush(self._timetable, (moment, position, cause))
+        for moment in later:
+            heapq.heappush(self._timetable, (moment, position, cause))
         if not self.emitting:
             return
         facts = self.index.facts
@@ -213,28 +225,30 @@ class Enforcer:
             )
 
         self._gather(self._compare(
-            cause, before, now, applied.judged, only_restricts=isinstance(event, Directive.Issued),
+            cause, before, now, only_restricts=isinstance(event, Directive.Issued),
             known_before=position - 1,
         ))
-        applied.judged_at = now
 
     def tick(self) -> list[AccessChange]:
         """Changes whose moment has come since the facts behind them were recorded."""
+        return [change for group in self._due() for change in group.changes()]
+
+    def _due(self) -> list[ChangeGroup]:
         now = self.clock()
-        changes: list[AccessChange] = []
+        groups: list[ChangeGroup] = []
         facts = self.index.facts
         while self._timetable and self._timetable[0][0] <= now:
             moment, _, cause = heapq.heappop(self._timetable)
             position = facts.position
             before = moment - _INSTANT
-            changes += self._compare(
+            groups += self._compare(
                 cause,
                 lambda subject, model, before=before, position=position: judge(
                     facts, subject, model, before, position, NO_CONTEXT
                 ),
                 moment,
             )
-        return changes
+        return groups
 
     @property
     def next_moment(self) -> datetime | None:
@@ -246,46 +260,129 @@ class Enforcer:
         cause: _Cause,
         before: Any,
         at: datetime,
-        judged: list[tuple[str, str, Verdict]] | None = None,
         only_restricts: bool = False,
         known_before: int | None = None,
-    ) -> list[AccessChange]:
-        """Changes of access at `at` among the pairs the cause can reach. `only_restricts`: the
-        cause can only take access away (a new directive adds a restriction and nothing else),
-        so pairs without access before need no second look. `known_before`: the position the
-        old decisions were known at, when the cause is a new event; without it the change
-        happens at `at` itself (a moment that came), as known now."""
+    ) -> list[ChangeGroup]:
+        """Changes of access at `at` among the pairs the cause can reach, one judgement per
+        class of alike subjects. `only_restricts`: the cause can only take access away (a new
+        directive adds a restriction and nothing else), so pairs without access before need no
+        second look. `known_before`: the position the old decisions were known at, when the
+        cause is a new event; without it the change happens at `at` itself (a moment that
+        came), as known now.
+
+        A class is judged through its first member: what differs between members (positions,
+        evidence, personal entitlement ids) changes no decision as known at the event, which
+        stores no fact of theirs, and the ids an allow cites are each member's own."""
         facts = self.index.facts
         position = facts.position
         emitted_at = self.clock()
-        changes = []
+        found: dict[tuple[Any, ...], list[str]] = {}
+        for subjects, models in self.reach.reached(cause.event):
+            for members in self._classes(subjects):
+                judged = members[0]
+                for model in models:
+                    old = before(judged, model)
+                    if only_restricts and old.effect != "allow":
+                        continue
+                    new = judge(facts, judged, model, at, position, NO_CONTEXT)
+                    if (old.effect == "allow") == (new.effect == "allow"):
+                        continue
+                    if known_before is None:  # the moment `at` came: just before it, `old`
+                        since, first = at, new.effect == "allow" and not had_access(
+                            facts, judged, model, at - _INSTANT, position)
+                    else:  # a new event: `old` held at `at` as known before it
+                        since = holds_since(facts, judged, model, new, at, position)
+                        first = new.effect == "allow" and not had_access(
+                            facts, judged, model, at, known_before)
+                    kind = "access_restored" if new.effect == "allow" else "access_revoked"
+                    for verdict, named in _per_member(facts, judged, members, new):
+                        key = (kind, model, verdict.effect, verdict.route_to, verdict.disclosed,
+                               verdict.reasons, since, first)
+                        group = found.get(key)
+                        if group is None:
+                            found[key] = list(named)
+                        else:
+                            group += named
+        return [
+            ChangeGroup(kind, model, effect, route_to, disclosed, reasons, since, cause.position,
+                        cause.received_at, cause.recorded_at, emitted_at, first, tuple(named))
+            for (kind, model, effect, route_to, disclosed, reasons, since, first), named
+            in found.items()
+        ]
+
+    def _classes(self, subjects: Iterable[str]) -> Iterable[list[str]]:
+        """The subjects this enforcer owns, in classes of alike subjects: one profile as far
+        as the attestation kinds the rule reads (`Reach.read_kinds`). What the rule does not
+        read changes no decision at any valid time, so neither the decision nor the times
+        from which it holds; a subject that a directive names is a class of its own."""
         owns = self.owns
-        for subject, models in self.reach.pairs(cause.event):
-            if owns is not None and not owns(subject):
-                continue
-            for model in models:
-                old = before(subject, model)
-                if only_restricts and old.effect != "allow":
-                    continue
-                new = judge(facts, subject, model, at, position, NO_CONTEXT)
-                if judged is not None:
-                    judged.append((subject, model, new))
-                if (old.effect == "allow") == (new.effect == "allow"):
-                    continue
-                if known_before is None:  # the moment `at` came: just before it, `old`
-                    since, first = at, new.effect == "allow" and not had_access(
-                        facts, subject, model, at - _INSTANT, position)
-                else:  # a new event: `old` held at `at` as known before it
-                    since = holds_since(facts, subject, model, new, at, position)
-                    first = new.effect == "allow" and not had_access(
-                        facts, subject, model, at, known_before)
-                changes.append(_change(subject, model, new, since, cause, emitted_at, first))
-        return changes
+        records = self.index.facts.records
+        kinds = self.reach.read_kinds
+        if kinds is not self._restricted_to:
+            self._restricted, self._restricted_to = {}, kinds
+        restricted = self._restricted
+        profiles = self.index.facts.profiles
+        alone = [[subject] for subject in self.reach.named.intersection(subjects)
+                 if owns is None or owns(subject)]
+        if alone:
+            subjects = set(subjects).difference(self.reach.named)
+        by_profile: defaultdict[Profile, list[str]] = defaultdict(list)
+        if owns is not None:
+            subjects = [subject for subject in subjects if owns(subject)]
+        for subject in subjects:
+            record = records.get(subject)
+            if record is None:
+                alone.append([subject])
+            else:
+                by_profile[record.profile].append(subject)
+        classes: dict[Profile, list[str]] = {}
+        for profile, members in by_profile.items():
+            key = restricted.get(profile)
+            if key is None:
+                key = restricted[profile] = profiles.restricted(profile, kinds)
+            found = classes.get(key)
+            if found is None:
+                classes[key] = members
+            else:
+                found += members
+        return [*classes.values(), *alone]
 
     def _received_at(self, event: Any) -> datetime | None:
         if isinstance(event, Directive.Issued | Directive.Amended | Directive.Lifted):
             return self.index.facts.directives[self.index.facts.name_of(event)].received_at
         return None
+
+
+def _per_member(
+    facts: FactBase, judged: str, members: list[str], verdict: Verdict
+) -> list[tuple[Verdict, list[str]]]:
+    """The verdict judged for `judged` as each member of its class has it: the same, unless it
+    cites personal entitlements, which are each member's own (the member's grant in the same
+    place of its grants)."""
+    cited = {reason.ref for reason in verdict.reasons if reason.code == "entitled"}
+    grants = facts.records[judged].grants
+    places = [place for place, grant in enumerate(grants) if grant.entitlement in cited]
+    if not places:
+        return [(verdict, members)]
+    records = facts.records
+    own = []
+    entitled = [i for i, reason in enumerate(verdict.reasons) if reason.code == "entitled"]
+    if len(entitled) == 1 and len(places) == 1:  # one cited grant: it stays in its place
+        (i,), (place,), reasons = entitled, places, verdict.reasons
+        head, tail = reasons[:i], reasons[i + 1:]
+        for member in members:
+            cited = Reason("entitled", records[member].grants[place].entitlement)
+            own.append((verdict._replace(reasons=(*head, cited, *tail)), [member]))
+        return own
+    for member in members:
+        theirs = records[member].grants
+        renamed = {grants[place].entitlement: theirs[place].entitlement for place in places}
+        reasons = sorted_reasons(
+            Reason(r.code, renamed.get(r.ref, r.ref)) if r.code == "entitled" else r
+            for r in verdict.reasons
+        )
+        own.append((verdict._replace(reasons=reasons), [member]))
+    return own
 
 
 def holds_since(
@@ -327,17 +424,6 @@ def had_access(facts: FactBase, subject: str, model: str, when: datetime, positi
             return True
         start = facts.validity(subject, moment)[0]
     return False
-
-
-def _change(
-    subject: str, model: str, new: Verdict, at: datetime, cause: _Cause, emitted_at: datetime,
-    first: bool,
-) -> AccessChange:
-    return AccessChange(
-        "access_restored" if new.effect == "allow" else "access_revoked", subject, model,
-        new.effect, new.route_to, new.disclosed, new.reasons, at, cause.position, cause.received_at,
-        cause.recorded_at, emitted_at, first,
-    )
 
 
 def _moments(event: Any) -> Iterable[datetime]:

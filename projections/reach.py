@@ -8,19 +8,27 @@ settled subjects for whom it is surely false are left out; everyone else is a ca
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from typing import Any
 
 from domain.aggregates import CommandReceipt, Directive, Entitlement, ModelVersion, Subject
 from domain.decision import MAX_ROUTE_HOPS
-from domain.facts import ATTRIBUTE_KIND, Attestation, FactBase, selector_matches
-from domain.predicates import AllOf, AnyOf, Membership, Predicate, UsPerson
+from domain.facts import ATTRIBUTE_KIND, EMPLOYER, NATIONALITY, FactBase, selector_matches
+from domain.predicates import AllOf, AnyOf, Membership, Not, Predicate, UsPerson
+from domain.subjects import Stated
 from projections.access_index import AccessIndex
 
 _SUBJECT_EVENTS = (
     Subject.Registered, Subject.NationalityAttested, Subject.LocationAttested,
     Subject.EmployerAttested, Subject.AttestationRevoked,
 )
+_ATTESTED = {
+    Subject.NationalityAttested: "nationality",
+    Subject.LocationAttested: "location",
+    Subject.EmployerAttested: "employer",
+}
+_WIDENING = (Entitlement.Granted, Subject.EmployerAttested, ModelVersion.Registered)
+"""Events that can add to the subjects entitled to a model."""
 _KIND_ATTRIBUTES = {
     "nationality": ("citizenship", "residency"),
     "location": ("location",),
@@ -46,7 +54,14 @@ class Reach:
             attribute: {} for attribute in ATTRIBUTE_KIND
         }
         """Attribute to value to the settled subjects holding it."""
-        self._settled_on: dict[tuple[str, str], Attestation] = {}
+        self._settled_on: dict[tuple[str, str], Stated] = {}
+        self.read_kinds: frozenset[str] = frozenset((EMPLOYER,))
+        """The attestation kinds any directive's predicate reads, and the employer (which
+        every decision reads): what the rule may look at of a subject's attestations."""
+        self._entitled_to: dict[tuple[str, ...], set[str]] = {}
+        self.named: set[str] = set()
+        """Subjects a directive names (exempts, or tests by `subject`): each is judged on its
+        own, never as one of a class of subjects whose facts are alike."""
 
     @classmethod
     def following(cls, index: AccessIndex) -> Reach:
@@ -58,44 +73,49 @@ class Reach:
 
     def apply(self, event: Any) -> None:
         """Updates the indexes for an event the fact base has just taken."""
-        if isinstance(event, Entitlement.Granted):
+        kind = type(event)
+        if kind in _WIDENING:
+            self._entitled_to.clear()
+        if kind is Entitlement.Granted:
             index = self.granted if event.grantee_kind == "subject" else self.granted_orgs
             for selector in event.models:
                 index.setdefault(selector, set()).add(event.grantee)
-        elif isinstance(event, Subject.EmployerAttested):
+        elif kind in _ATTESTED:
             subject = self.facts.name_of(event)
-            self.employees.setdefault(event.org, set()).add(subject)
-            self._settle(subject, "employer")
-        elif isinstance(event, Subject.NationalityAttested | Subject.LocationAttested):
-            kind = "nationality" if isinstance(event, Subject.NationalityAttested) else "location"
-            self._settle(self.facts.name_of(event), kind)
-        elif isinstance(event, Subject.AttestationRevoked):
+            if kind is Subject.EmployerAttested:
+                self.employees.setdefault(event.org, set()).add(subject)
+            self._settle(subject, _ATTESTED[kind])
+        elif kind is Subject.AttestationRevoked:
             self._settle(self.facts.name_of(event), event.kind)
+        elif kind is Directive.Issued or kind is Directive.Amended:
+            for terms in self.facts.directives[self.facts.name_of(event)].all_terms():
+                self.named |= terms.exempt_subjects | _named(terms.predicate)
+                self.read_kinds |= _kinds_read(terms.predicate)
 
     def pairs(self, event: Any) -> Iterator[tuple[str, tuple[str, ...]]]:
         """(subject, models) whose decisions the event, just applied, may have changed."""
+        for subjects, models in self.reached(event):
+            for subject in subjects:
+                yield subject, models
+
+    def reached(self, event: Any) -> list[tuple[Collection[str], tuple[str, ...]]]:
+        """`pairs` as (subjects, models): the subjects reached, with the models each may have
+        had a decision changed for."""
         facts = self.facts
         if isinstance(event, CommandReceipt.Received):
-            return
+            return []
         if isinstance(event, _SUBJECT_EVENTS):
-            models = tuple(facts.models)
-            yield facts.name_of(event), models
-            return
+            return [((facts.name_of(event),), tuple(facts.models))]
         if isinstance(event, Entitlement.Granted | Entitlement.Revoked):
             entitlement = facts.entitlements[facts.name_of(event)]
             models = self._reaching(self._covered(entitlement.selectors))
             if entitlement.grantee_kind == "subject":
-                yield entitlement.grantee, models
-            else:
-                for subject in self.employees.get(entitlement.grantee, ()):
-                    yield subject, models
-            return
+                return [((entitlement.grantee,), models)]
+            return [(self.employees.get(entitlement.grantee, set()), models)]
         if isinstance(event, ModelVersion.Registered | ModelVersion.Withdrawn
                       | ModelVersion.Reinstated):
             models = self._reaching({facts.name_of(event)})
-            for subject in self._entitled(models):
-                yield subject, models
-            return
+            return [(self._entitled(models), models)]
         if isinstance(event, Directive.Issued | Directive.Amended | Directive.Lifted):
             directive = facts.directives[facts.name_of(event)]
             versions = directive.all_terms()
@@ -106,8 +126,8 @@ class Reach:
             candidates: set[str] = set()
             for terms in versions:
                 candidates |= self.maybe(terms.predicate, entitled)
-            for subject in candidates:
-                yield subject, models
+            return [(candidates, models)]
+        return []
 
     def maybe(self, predicate: Predicate, among: set[str]) -> set[str]:
         """The subjects of `among` for whom `predicate` may be true or unknown."""
@@ -143,18 +163,18 @@ class Reach:
         return set().union(*(index.get(value, ()) for value in values))
 
     def _settle(self, subject: str, kind: str) -> None:
-        facts = self.facts.subjects[subject]
-        history = facts.attestations.get(kind, [])
+        profile = self.facts.records[subject].profile
+        history = profile.history.get(kind, ())
         previous = self._settled_on.pop((subject, kind), None)
         if previous is not None:
             self.settled[kind].discard(subject)
             for attribute, values in previous.values.items():
                 for value in values:
                     self.settled_values[attribute][value].discard(subject)
-        if len(history) != 1 or facts.revocations.get(kind):
+        if len(history) != 1 or profile.withdrawals.get(kind):
             return
-        (only,) = history
-        if only.valid_until is not None or only.valid_from > only.recorded_at:
+        ((only, _),) = history
+        if only.valid_until is not None or only.ahead:
             return
         self._settled_on[subject, kind] = only
         self.settled[kind].add(subject)
@@ -185,7 +205,15 @@ class Reach:
         return tuple(sorted(reached))
 
     def _entitled(self, models: Iterable[str]) -> set[str]:
-        """Subjects who hold, or whose org holds, a grant whose selector names one of `models`."""
+        """Subjects who hold, or whose org holds, a grant whose selector names one of `models`
+        (remembered until a grant, an employer or a model is added: read it, never change it)."""
+        key = tuple(models)
+        found = self._entitled_to.get(key)
+        if found is None:
+            found = self._entitled_to[key] = self._entitled_now(key)
+        return found
+
+    def _entitled_now(self, models: tuple[str, ...]) -> set[str]:
         subjects: set[str] = set()
         for model in models:
             model_facts = self.facts.models.get(model)
@@ -197,3 +225,27 @@ class Reach:
                     subjects |= self.employees.get(org, set())
         return subjects
 
+
+
+def _named(predicate: Predicate) -> frozenset[str]:
+    """The subjects a predicate names by `subject`."""
+    if isinstance(predicate, AllOf | AnyOf):
+        return frozenset().union(*(_named(part) for part in predicate.parts))
+    if isinstance(predicate, Not):
+        return _named(predicate.part)
+    if isinstance(predicate, Membership) and predicate.attribute == "subject":
+        return predicate.values
+    return frozenset()
+
+
+def _kinds_read(predicate: Predicate) -> frozenset[str]:
+    """The attestation kinds a predicate reads."""
+    if isinstance(predicate, AllOf | AnyOf):
+        return frozenset().union(*(_kinds_read(part) for part in predicate.parts))
+    if isinstance(predicate, Not):
+        return _kinds_read(predicate.part)
+    if isinstance(predicate, UsPerson):
+        return frozenset((NATIONALITY,))
+    if isinstance(predicate, Membership) and predicate.attribute in ATTRIBUTE_KIND:
+        return frozenset((ATTRIBUTE_KIND[predicate.attribute],))
+    return frozenset()

@@ -14,9 +14,9 @@ database with blobs of hundreds of megabytes.
 File format (version `FORMAT`): the line `MAGIC`, one line of JSON (`SnapshotInfo`), then the
 fact base as a pickle. The header names the position and a digest of the stored event there,
 so a snapshot is only used on the store it was taken from; `layout` is a digest of the fact
-base's field names, so a snapshot from code with another layout is refused rather than
-misread. The payload is a pickle: load snapshots only from where Interlock itself writes them,
-with the same trust as the database.
+base's field names and of the code of `domain.facts` and `domain.subjects`, so a snapshot
+from code with another layout is refused rather than misread. The payload is a pickle: load
+snapshots only from where Interlock itself writes them, with the same trust as the database.
 """
 
 from __future__ import annotations
@@ -41,25 +41,25 @@ from typing import Any
 from eventsourcing.persistence import ApplicationRecorder
 
 from domain import facts as facts_module
-from domain.facts import (
-    Attestation,
-    DirectiveFacts,
-    EntitlementFacts,
-    FactBase,
-    ModelFacts,
-    SubjectFacts,
-)
+from domain import subjects as subjects_module
+from domain.facts import DirectiveFacts, EntitlementFacts, FactBase, ModelFacts
+from domain.subjects import Granted, GrantRevoked, Profile, Stated, SubjectRecord, Withdrawn
 from projections.access_index import AccessIndex
 from projections.gc_pause import gc_paused
 
 log = logging.getLogger(__name__)
 
 MAGIC = b"interlock-index-snapshot\n"
-FORMAT = 1
+FORMAT = 2
 
-_MEMOS = {EntitlementFacts: ("_covers",), DirectiveFacts: ("_compiled",)}
-"""Fields that only cache what the others determine: left out, rebuilt on use."""
-_CLASSES = (ModelFacts, EntitlementFacts, Attestation, SubjectFacts, DirectiveFacts)
+_MEMOS = {DirectiveFacts: ("_compiled",)}
+"""Fields that only cache what the others determine: left out, rebuilt on use. (An
+entitlement's `_covers` is kept: it is one small table shared by every entitlement granted
+for the same selectors, and pickled once.)"""
+_CLASSES = (ModelFacts, EntitlementFacts, DirectiveFacts, Stated, Withdrawn, Granted,
+            GrantRevoked)
+_SLOTTED = (Profile, SubjectRecord)
+"""Pickled by their own `__reduce__` (a profile as its facts, its derived tables rebuilt)."""
 
 
 class SnapshotError(Exception):
@@ -104,9 +104,11 @@ def layout() -> str:
     shape: dict[str, Any] = {
         cls.__qualname__: [f.name for f in dataclasses.fields(cls)] for cls in _CLASSES
     }
+    shape.update({cls.__qualname__: list(cls.__slots__) for cls in _SLOTTED})
     shape["FactBase"] = sorted(vars(FactBase()))
     digest = hashlib.sha256(json.dumps([FORMAT, shape], sort_keys=True).encode())
     digest.update(Path(facts_module.__file__ or "").read_bytes())
+    digest.update(Path(subjects_module.__file__ or "").read_bytes())
     return digest.hexdigest()[:16]
 
 

@@ -3,6 +3,7 @@ embedded kill switch publishes through the follower without the follower knowing
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 
 from domain.application import Interlock
@@ -80,3 +81,40 @@ def test_the_follower_publishes_an_embedded_enforcers_changes_but_not_history() 
              for batch in published]
     assert pairs == [
         [("access_restored", "s1", "m1")]]
+
+
+def test_a_decision_asked_during_the_fan_out_already_answers_from_the_order() -> None:
+    """An order is visible to `decide` as soon as the index has it: the kill switch's fan-out
+    (here held up in the enforcer's publish, and in a subscriber) makes no decision wait for
+    it, nor answer from the facts before the order."""
+    app = store(*SETUP)
+    index = AccessIndex()
+    StoreFollower(app, index).catch_up()
+    assert index.decide("s1", "m1", at=NOW).effect == "allow", "cached before the order"
+    in_fan_out, release = threading.Event(), threading.Event()
+
+    def held_up(change: Applied) -> None:
+        if change.concerns is None:  # the order
+            in_fan_out.set()
+            release.wait(60)
+
+    def publish(groups: list[ChangeGroup]) -> None:
+        in_fan_out.set()
+        release.wait(60)
+
+    Enforcer(index, clock=lambda: NOW, publish=publish)
+    index.subscribe(held_up)
+    app.apply(parse_command(ORDER))
+    follower = threading.Thread(target=StoreFollower(app, index).catch_up)
+    follower.start()
+    try:
+        assert in_fan_out.wait(30), "the fan-out started"
+        answers: list[tuple[str, bool]] = []
+        asking = threading.Thread(target=lambda: answers.append(
+            (index.decide("s1", "m1", at=NOW).effect, release.is_set())))
+        asking.start()
+        asking.join(10)
+        assert answers == [("deny", False)], "answered from the order, during the fan-out"
+    finally:
+        release.set()
+        follower.join(30)
