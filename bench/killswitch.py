@@ -87,7 +87,7 @@ def embedded(store: str, runs: int) -> tuple[list[float], int]:
             engine.app.apply(parse_command(order(name)))
             engine.catch_up()
             latencies.append(time.perf_counter() - arrived)
-            revoked = sum(c.kind == "access_revoked" for _, c in log.after(before))
+            revoked = sum(r.changes for _, r in log.after(before) if r.name == "access_revoked")
             engine.app.apply(parse_command(lift(name)))
             engine.catch_up()
     finally:

@@ -154,27 +154,36 @@ def build_events() -> list[DomainEvent]:
 
 ENFORCEMENT: dict[str, list[dict[str, Any]]] = {
     "access_revoked": [
-        {"subject": "u-17", "model": "fable-5", "effect": "deny", "route_to": None,
-         "disclosed": False,
+        {"subject": "u-17", "subjects": ["u-17", "u-23", "u-99"], "model": "fable-5",
+         "effect": "deny", "route_to": None, "disclosed": False,
          "reasons": [{"code": "directive", "ref": "bis-2026-0417"},
                      {"code": "unknown_attribute", "ref": "citizenship"}],
          "at": at(0) + timedelta(seconds=1), "position": 1834, "received_at": at(0),
          "recorded_at": at(0) + timedelta(seconds=1),
          "emitted_at": at(0) + timedelta(seconds=1, microseconds=250_000)},
-        {"subject": "u-18", "model": "mythos-5", "effect": "route", "route_to": "mythos-4",
+        {"subject": "u-18", "subjects": ["u-18"], "model": "mythos-5", "effect": "route",
+         "route_to": "mythos-4",
          "disclosed": True, "reasons": [{"code": "route", "ref": "internal-7"}],
          "at": at(1), "position": 1835, "received_at": None, "recorded_at": at(1),
          "emitted_at": at(2)},
     ],
     "access_restored": [
-        {"subject": "u-17", "model": "fable-5", "effect": "allow", "route_to": None,
-         "disclosed": False, "reasons": [{"code": "entitled", "ref": "e-1"}],
+        {"subject": "u-17", "subjects": ["u-17"], "model": "fable-5", "effect": "allow",
+         "route_to": None, "disclosed": False, "reasons": [{"code": "entitled", "ref": "e-1"}],
          "at": at(51), "position": 1900, "received_at": at(50), "recorded_at": at(51),
          "emitted_at": at(52), "first": False},
-        {"subject": "u-19", "model": "fable-5", "effect": "allow", "route_to": None,
-         "disclosed": False, "reasons": [{"code": "entitled", "ref": "e-2"}],
+        {"subject": "u-19", "subjects": ["u-19", "u-20"], "model": "fable-5",
+         "effect": "allow", "route_to": None, "disclosed": False,
+         "reasons": [{"code": "entitled", "ref": "e-2"}],
          "at": at(40), "position": 1901, "received_at": None, "recorded_at": at(53),
          "emitted_at": at(54), "first": True},
+    ],
+    "enforcement_completed": [
+        {"position": 1834, "moment": None, "partition": 2, "records": 1, "changes": 3,
+         "shard": 0, "shards": 2, "recorded_at": at(0) + timedelta(seconds=1),
+         "emitted_at": at(0) + timedelta(seconds=1, microseconds=260_000)},
+        {"position": 1901, "moment": at(60), "partition": 1, "records": 0, "changes": 0,
+         "shard": 1, "shards": 2, "recorded_at": at(53), "emitted_at": at(60)},
     ],
 }
 

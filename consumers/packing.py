@@ -1,0 +1,200 @@
+"""Packed enforcement records: what `interlock.enforcement` and the enforcement stream carry.
+
+The kill switch hands its changes as `projections.enforcement.ChangeGroup`s (one cause, one
+model, one verdict, many subjects). On the wire each group becomes `access_revoked` /
+`access_restored` records (schema v2 / v3) that list their subjects: the group is split by the
+partition each subject would go to if the record were keyed by subject (kafka-python's
+DefaultPartitioner: murmur2 of the subject's UTF-8 bytes, modulo the partition count), then
+by MAX_ENFORCEMENT_RECORD_BYTES. A subject's changes therefore stay in one partition, in
+order, exactly as when there was one record per (subject, model), and a consumer group of
+gateways splits the work by partition.
+
+Each cause's records end, in every partition the writing shard owns, with one
+`enforcement_completed` record counting the records of that cause before it in that partition.
+Why per partition, not one per cause: Kafka orders records within a partition only, so a
+completion can vouch only for what precedes it in its own partition, and a gateway in a
+consumer group reads only its partitions; each partition has exactly one writer (the shard
+owning it), which counts what it wrote there without asking anyone. A reader that wants the
+whole cause waits for the completion of every partition (bench/killswitch.py does). Causes
+that get completions: every event or moment that changed access in the shard's partitions,
+and every directive event (an order) even when it changed nothing there, so that whoever
+waits on an order always hears that it is done.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from domain.decision import reasons_json
+from domain.limits import MAX_ENFORCEMENT_RECORD_BYTES
+from projections.enforcement import ChangeGroup
+from schemas.codec import encode
+
+ENFORCEMENT_PARTITIONS = 3
+"""Partitions `interlock.enforcement` is created with; the embedded stream packs as if for it."""
+COMPLETED = "enforcement_completed"
+_SUBJECT_OVERHEAD = 3
+"""Avro bytes around one listed subject beyond its UTF-8 bytes (its length, as a varint, is at
+most 2 bytes for an id of MAX_ID_CHARS), with a byte to spare for the array's block count."""
+
+
+class Partitioner:
+    """The partition of `interlock.enforcement` a record keyed by the subject would go to.
+
+    kafka-python's murmur2 is pure Python (about 4 µs a key, 0.3 s for an order that revokes
+    72,000 subjects), so each subject's partition is remembered once computed."""
+
+    def __init__(self, partitions: int) -> None:
+        from kafka.partitioner import murmur2  # the Kafka client only where records are packed
+
+        self.partitions = partitions
+        self._murmur2 = murmur2
+        self._known: dict[str, int] = {}
+
+    def __call__(self, subject: str) -> int:
+        partition = self._known.get(subject)
+        if partition is None:
+            partition = (self._murmur2(subject.encode()) & 0x7FFFFFFF) % self.partitions
+            self._known[subject] = partition
+        return partition
+
+    def learn(self, subjects: Iterable[str]) -> None:
+        """Computes ahead the partitions of `subjects` (a population, before the first order)."""
+        for subject in subjects:
+            self(subject)
+
+
+@dataclass(frozen=True, slots=True)
+class EnforcementRecord:
+    """One record of `interlock.enforcement`: its Avro record name, partition and body."""
+
+    name: str
+    partition: int
+    record: dict[str, Any]
+
+    @property
+    def changes(self) -> int:
+        """The (subject, model) changes it carries: none for a completion."""
+        return len(self.record.get("subjects", ()))
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        return [("type", self.name.encode()), ("position", b"%d" % self.record["position"])]
+
+    def encode(self) -> bytes:
+        return encode(self.name, self.record)
+
+    def to_json(self) -> dict[str, Any]:
+        """The record as the enforcement stream sends it: its fields, timestamps in ISO-8601,
+        and `type`, its record name."""
+        return {"type": self.name, **{
+            key: value.isoformat() if isinstance(value, datetime) else value
+            for key, value in self.record.items()
+        }}
+
+
+@dataclass(frozen=True, slots=True)
+class Cause:
+    """What a completion closes: an applied event (`moment` None) or a moment that came."""
+
+    position: int
+    recorded_at: datetime
+    moment: datetime | None = None
+
+
+class Packer:
+    """Packs one shard's change groups into records of its partitions, and closes each cause.
+
+    `owned`: the partitions this shard writes to (every partition for a single enforcer); the
+    groups it is given hold only subjects of those partitions (`Enforcer(owns=...)`)."""
+
+    def __init__(self, partitioner: Partitioner, owned: Iterable[int] | None = None,
+                 shard: int = 0, shards: int = 1,
+                 limit: int = MAX_ENFORCEMENT_RECORD_BYTES) -> None:
+        self.partitioner = partitioner
+        self.owned = tuple(sorted(range(partitioner.partitions) if owned is None else owned))
+        self.shard, self.shards, self.limit = shard, shards, limit
+
+    def records(self, groups: Iterable[ChangeGroup]) -> list[EnforcementRecord]:
+        """The packed records of `groups`, in order: per group, by partition, then by size."""
+        packed: list[EnforcementRecord] = []
+        partition_of = self.partitioner
+        for group in groups:
+            by_partition: dict[int, list[str]] = {}
+            for subject in group.subjects:
+                partition = partition_of(subject)
+                listed = by_partition.get(partition)
+                if listed is None:
+                    by_partition[partition] = [subject]
+                else:
+                    listed.append(subject)
+            base = len(encode(group.kind, _record(group, [""])))
+            for partition in sorted(by_partition):
+                for chunk in self._chunks(by_partition[partition], base):
+                    packed.append(EnforcementRecord(group.kind, partition, _record(group, chunk)))
+        return packed
+
+    def _chunks(self, subjects: list[str], base: int) -> Iterable[list[str]]:
+        """`subjects` cut so that each record stays within the bound (its first subject is
+        written twice: as `subject` too)."""
+        chunk: list[str] = []
+        size = base
+        for subject in subjects:
+            cost = len(subject.encode()) + _SUBJECT_OVERHEAD
+            if not chunk:
+                size = base + 2 * cost
+            elif size + cost > self.limit:
+                yield chunk
+                chunk, size = [], base + 2 * cost
+            else:
+                size += cost
+            chunk.append(subject)
+        if chunk:
+            yield chunk
+
+    def completions(self, cause: Cause, records: list[EnforcementRecord],
+                    emitted_at: datetime) -> list[EnforcementRecord]:
+        """One `enforcement_completed` per owned partition, counting the cause's `records`
+        there."""
+        counts = {partition: [0, 0] for partition in self.owned}
+        for record in records:
+            count = counts[record.partition]
+            count[0] += 1
+            count[1] += record.changes
+        return [EnforcementRecord(COMPLETED, partition, {
+            "position": cause.position, "moment": cause.moment, "partition": partition,
+            "records": written, "changes": changes, "shard": self.shard,
+            "shards": self.shards, "recorded_at": cause.recorded_at, "emitted_at": emitted_at,
+        }) for partition, (written, changes) in counts.items()]
+
+
+def _record(group: ChangeGroup, subjects: list[str]) -> dict[str, Any]:
+    """The Avro record of a group's changes to `subjects`; `first` exists in access_restored
+    only."""
+    record = {
+        "subject": subjects[0],
+        "subjects": subjects,
+        "model": group.model,
+        "effect": group.effect,
+        "route_to": group.route_to,
+        "disclosed": group.disclosed,
+        "reasons": reasons_json(group.reasons),
+        "at": group.at,
+        "position": group.position,
+        "received_at": group.received_at,
+        "recorded_at": group.recorded_at,
+        "emitted_at": group.emitted_at,
+    }
+    if group.kind == "access_restored":
+        record["first"] = group.first
+    return record
+
+
+def changes_of(name: str, record: dict[str, Any]) -> list[dict[str, Any]]:
+    """A decoded `access_revoked` / `access_restored` record as one record per subject, as
+    versions before packing wrote them (`subjects` empty there: the one `subject`)."""
+    subjects = record.get("subjects") or [record["subject"]]
+    single = {key: value for key, value in record.items() if key != "subjects"}
+    return [{**single, "subject": subject} for subject in subjects]
