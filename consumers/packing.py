@@ -61,6 +61,13 @@ class Partitioner:
             self._known[subject] = partition
         return partition
 
+    def of_all(self, subjects: Iterable[str]) -> list[int]:
+        """The partition of each subject, in order (known ones looked up at C speed)."""
+        found = list(map(self._known.get, subjects))
+        if None in found:
+            found = list(map(self, subjects))
+        return found
+
     def learn(self, subjects: Iterable[str]) -> None:
         """Computes ahead the partitions of `subjects` (a population, before the first order)."""
         for subject in subjects:
@@ -122,37 +129,30 @@ class Packer:
         packed: list[EnforcementRecord] = []
         partition_of = self.partitioner
         for group in groups:
-            by_partition: dict[int, list[str]] = {}
-            for subject in group.subjects:
-                partition = partition_of(subject)
-                listed = by_partition.get(partition)
-                if listed is None:
-                    by_partition[partition] = [subject]
-                else:
-                    listed.append(subject)
+            subjects = group.subjects
+            partitions = partition_of.of_all(subjects)
             base = len(encode(group.kind, _record(group, [""])))
-            for partition in sorted(by_partition):
-                for chunk in self._chunks(by_partition[partition], base):
+            for partition in sorted(set(partitions)):
+                mine = [s for s, p in zip(subjects, partitions, strict=True) if p == partition]
+                for chunk in self._chunks(mine, base):
                     packed.append(EnforcementRecord(group.kind, partition, _record(group, chunk)))
         return packed
 
     def _chunks(self, subjects: list[str], base: int) -> Iterable[list[str]]:
         """`subjects` cut so that each record stays within the bound (its first subject is
         written twice: as `subject` too)."""
-        chunk: list[str] = []
-        size = base
-        for subject in subjects:
-            cost = len(subject.encode()) + _SUBJECT_OVERHEAD
-            if not chunk:
-                size = base + 2 * cost
-            elif size + cost > self.limit:
-                yield chunk
-                chunk, size = [], base + 2 * cost
-            else:
-                size += cost
-            chunk.append(subject)
-        if chunk:
-            yield chunk
+        total = len("".join(subjects).encode()) + _SUBJECT_OVERHEAD * len(subjects)
+        if base + len(subjects[0].encode()) + _SUBJECT_OVERHEAD + total <= self.limit:
+            yield subjects  # the usual case: one record
+            return
+        costs = [len(encoded) + _SUBJECT_OVERHEAD for encoded in map(str.encode, subjects)]
+        start, size = 0, base + costs[0]
+        for index, cost in enumerate(costs):
+            if index > start and size + cost > self.limit:
+                yield subjects[start:index]
+                start, size = index, base + cost
+            size += cost
+        yield subjects[start:]
 
     def completions(self, cause: Cause, records: list[EnforcementRecord],
                     emitted_at: datetime) -> list[EnforcementRecord]:
