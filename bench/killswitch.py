@@ -1,4 +1,4 @@
-"""Kill-switch latency: from an order's arrival to the last revocation it causes.
+"""Kill-switch latency: from an order's arrival to the end of its enforcement.
 
 Two set-ups on the same synthetic population (interlock.demo, every subject entitled):
 
@@ -350,7 +350,7 @@ def main() -> None:
                       f"{time.perf_counter() - started:.1f} s")
         local, revoked = embedded(store, args.runs)
         table = Table("set-up", "runs", "revocations / order", "p50", "p99", "target",
-                      title="Kill switch: order arrival → last revocation")
+                      title="Kill switch: order arrival → last revocation / completion record")
         table.add_row("embedded (SQLite, in-process enforcer)", str(args.runs), f"{revoked:,}",
                       f"{percentile(local, 0.5) * 1000:,.0f} ms",
                       f"{percentile(local, 0.99) * 1000:,.0f} ms", "p50 ≤ 300 ms")
