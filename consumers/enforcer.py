@@ -158,8 +158,7 @@ class EnforcerProcess:
             out += self._enforced(live, self.enforcer.take_groups())
         if caught_up and (live or not records):
             out += self._came(grouped(self.enforcer.tick()))
-        last_live = any(record.offset >= self.enforced_offset for record in records)
-        if last_live:
+        if records and records[-1].offset >= self.enforced_offset:
             self._publish(out, records[-1].offset + 1)
         elif out:
             self._publish(out, None)
