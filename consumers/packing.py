@@ -36,6 +36,8 @@ from schemas.codec import encode
 ENFORCEMENT_PARTITIONS = 3
 """Partitions `interlock.enforcement` is created with; the embedded stream packs as if for it."""
 COMPLETED = "enforcement_completed"
+_AT_BYTES = 10
+"""Avro bytes of one `ats` entry at most (a long, zigzag varint)."""
 _SUBJECT_OVERHEAD = 3
 """Avro bytes around one listed subject beyond its UTF-8 bytes (its length, as a varint, is at
 most 2 bytes for an id of MAX_ID_CHARS), with a byte to spare for the array's block count."""
@@ -125,34 +127,42 @@ class Packer:
         self.shard, self.shards, self.limit = shard, shards, limit
 
     def records(self, groups: Iterable[ChangeGroup]) -> list[EnforcementRecord]:
-        """The packed records of `groups`, in order: per group, by partition, then by size."""
+        """The packed records of `groups`, in order: groups that differ only in `at` share
+        records (each subject's `at` in `ats`), then by partition, then by size."""
         packed: list[EnforcementRecord] = []
         partition_of = self.partitioner
-        for group in groups:
-            subjects = group.subjects
+        for group, subjects, ats in _merged(groups):
             partitions = partition_of.of_all(subjects)
-            base = len(encode(group.kind, _record(group, [""])))
+            base = len(encode(group.kind, _record(group, [""], [])))
+            mixed = ats is not None
             for partition in sorted(set(partitions)):
                 mine = [s for s, p in zip(subjects, partitions, strict=True) if p == partition]
-                for chunk in self._chunks(mine, base):
-                    packed.append(EnforcementRecord(group.kind, partition, _record(group, chunk)))
+                times = [] if ats is None else [
+                    a for a, p in zip(ats, partitions, strict=True) if p == partition]
+                for start, end in self._chunks(mine, base, mixed):
+                    chunk = times[start:end]
+                    if len(set(chunk)) <= 1:
+                        chunk = []
+                    packed.append(EnforcementRecord(
+                        group.kind, partition, _record(group, mine[start:end], chunk)))
         return packed
 
-    def _chunks(self, subjects: list[str], base: int) -> Iterable[list[str]]:
-        """`subjects` cut so that each record stays within the bound (its first subject is
-        written twice: as `subject` too)."""
-        total = len("".join(subjects).encode()) + _SUBJECT_OVERHEAD * len(subjects)
-        if base + len(subjects[0].encode()) + _SUBJECT_OVERHEAD + total <= self.limit:
-            yield subjects  # the usual case: one record
+    def _chunks(self, subjects: list[str], base: int, mixed: bool) -> Iterable[tuple[int, int]]:
+        """Where to cut `subjects` so that each record stays within the bound (its first
+        subject is written twice: as `subject` too; with `mixed`, each has its `at` too)."""
+        overhead = _SUBJECT_OVERHEAD + (_AT_BYTES if mixed else 0)
+        total = len("".join(subjects).encode()) + overhead * len(subjects)
+        if base + len(subjects[0].encode()) + overhead + total <= self.limit:
+            yield 0, len(subjects)  # the usual case: one record
             return
-        costs = [len(encoded) + _SUBJECT_OVERHEAD for encoded in map(str.encode, subjects)]
+        costs = [len(encoded) + overhead for encoded in map(str.encode, subjects)]
         start, size = 0, base + costs[0]
         for index, cost in enumerate(costs):
             if index > start and size + cost > self.limit:
-                yield subjects[start:index]
+                yield start, index
                 start, size = index, base + cost
             size += cost
-        yield subjects[start:]
+        yield start, len(subjects)
 
     def completions(self, cause: Cause, records: list[EnforcementRecord],
                     emitted_at: datetime) -> list[EnforcementRecord]:
@@ -170,18 +180,38 @@ class Packer:
         }) for partition, (written, changes) in counts.items()]
 
 
-def _record(group: ChangeGroup, subjects: list[str]) -> dict[str, Any]:
-    """The Avro record of a group's changes to `subjects`; `first` exists in access_restored
-    only."""
+def _merged(groups: Iterable[ChangeGroup]
+            ) -> list[tuple[ChangeGroup, list[str], list[datetime] | None]]:
+    """Groups alike but for `at`, as one: (the first of them, every subject, each subject's
+    `at`, or None when they share one), in the order each first appears."""
+    merged: dict[tuple[Any, ...], tuple[ChangeGroup, list[str], list[datetime]]] = {}
+    for group in groups:
+        key = (group.kind, group.model, group.effect, group.route_to, group.disclosed,
+               group.reasons, group.position, group.received_at, group.recorded_at,
+               group.emitted_at, group.first)
+        found = merged.get(key)
+        if found is None:
+            merged[key] = (group, list(group.subjects), [group.at] * len(group.subjects))
+        else:
+            found[1].extend(group.subjects)
+            found[2].extend([group.at] * len(group.subjects))
+    return [(group, subjects, ats if len(set(ats)) > 1 else None)
+            for group, subjects, ats in merged.values()]
+
+
+def _record(group: ChangeGroup, subjects: list[str], ats: list[datetime]) -> dict[str, Any]:
+    """The Avro record of a group's changes to `subjects` (from `ats`, when they differ);
+    `first` exists in access_restored only."""
     record = {
         "subject": subjects[0],
         "subjects": subjects,
+        "ats": ats,
         "model": group.model,
         "effect": group.effect,
         "route_to": group.route_to,
         "disclosed": group.disclosed,
         "reasons": reasons_json(group.reasons),
-        "at": group.at,
+        "at": ats[0] if ats else group.at,
         "position": group.position,
         "received_at": group.received_at,
         "recorded_at": group.recorded_at,
@@ -196,5 +226,7 @@ def changes_of(name: str, record: dict[str, Any]) -> list[dict[str, Any]]:
     """A decoded `access_revoked` / `access_restored` record as one record per subject, as
     versions before packing wrote them (`subjects` empty there: the one `subject`)."""
     subjects = record.get("subjects") or [record["subject"]]
-    single = {key: value for key, value in record.items() if key != "subjects"}
-    return [{**single, "subject": subject} for subject in subjects]
+    ats = record.get("ats") or [record["at"]] * len(subjects)
+    single = {key: value for key, value in record.items() if key not in ("subjects", "ats")}
+    return [{**single, "subject": subject, "at": at}
+            for subject, at in zip(subjects, ats, strict=True)]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -170,3 +170,17 @@ def test_more_shards_than_partitions_is_refused_naming_the_topic(
     assert done.stderr.splitlines() == [
         f"interlock enforce: --shard 0/4: {deployment.topics.enforcement} has 3 partitions, "
         "so at most 3 shards"]
+
+
+def test_changes_alike_but_for_their_valid_time_share_records() -> None:
+    """A lift gives access back to each subject from its own valid time: thousands of groups
+    of one subject each, which must not become thousands of records."""
+    partition_of = Partitioner(ENFORCEMENT_PARTITIONS)
+    groups = [ChangeGroup("access_restored", "fable-5", "allow", None, False,
+                          (Reason("entitled", "e-1"),), NOW - timedelta(minutes=n), 1900, None,
+                          NOW, NOW, False, (f"u-{n}",)) for n in range(3_000)]
+    records = Packer(partition_of).records(groups)
+    assert len(records) == ENFORCEMENT_PARTITIONS
+    changes = [c for r in records for c in changes_of(*decode(r.encode()))]
+    assert sorted((c["subject"], c["at"]) for c in changes) == sorted(
+        (g.subjects[0], g.at) for g in groups)

@@ -254,13 +254,14 @@ def test_access_restored_v2_adds_first_and_old_readers_keep_working() -> None:
     old = [bytes.fromhex(line) for line in sample_path(registry, v1).read_text().splitlines()
            if line.strip() and not line.startswith("#")]
     assert all(registry.decode(message)[1]["first"] is False for message in old)
-    unpacked = {k: v for k, v in ENFORCEMENT["access_restored"][1].items() if k != "subjects"}
+    unpacked = {k: v for k, v in ENFORCEMENT["access_restored"][1].items()
+                if k not in ("subjects", "ats")}
     new = registry.encode("access_restored", unpacked, version=2)
     body = new[10:]
     as_v1 = _read(body, v2.schema, v1.schema)
     assert "first" not in as_v1
     assert as_v1 == {k: v for k, v in registry.decode(new)[1].items()
-                     if k not in ("first", "subjects")}
+                     if k not in ("first", "subjects", "ats")}
 
 
 def _frozen(registry: SchemaRegistry, version: Any) -> list[bytes]:
@@ -272,21 +273,26 @@ def _frozen(registry: SchemaRegistry, version: Any) -> list[bytes]:
 def test_packed_versions_list_subjects_and_old_readers_see_the_first(
     name: str, unpacked: int
 ) -> None:
-    """access_revoked v2 and access_restored v3 list `subjects`: records written before read
-    with none listed (one change: their `subject`); a reader still on the unpacked version
-    resolves a packed record to its first subject alone, which is why the README tells such
-    readers to upgrade before the enforcer does."""
+    """access_revoked v2 and access_restored v3 list `subjects` (and their `ats` when they
+    differ): records written before read with none listed (one change: their `subject`); a
+    reader still on the unpacked version resolves a packed record to its first change alone,
+    which is why the README tells such readers to upgrade before the enforcer does."""
     registry = default_registry()
     old, packed = registry.version(name, unpacked), registry.current(name)
     assert packed.version == unpacked + 1
     for message in _frozen(registry, old):
         _, record = registry.decode(message)
         assert record["subjects"] == []
-        assert changes_of(name, record) == [{k: v for k, v in record.items() if k != "subjects"}]
-    example = ENFORCEMENT[name][0]
-    assert len(example["subjects"]) > 1 or name == "access_restored"
-    message = registry.encode(name, example)
-    _, record = registry.decode(message)
-    assert [c["subject"] for c in changes_of(name, record)] == example["subjects"]
-    as_old = _read(message[10:], packed.schema, old.schema)
-    assert "subjects" not in as_old and as_old["subject"] == example["subjects"][0]
+        assert record["ats"] == []
+        assert changes_of(name, record) == [
+            {k: v for k, v in record.items() if k not in ("subjects", "ats")}]
+    for example in ENFORCEMENT[name]:
+        message = registry.encode(name, example)
+        _, record = registry.decode(message)
+        changes = changes_of(name, record)
+        assert [c["subject"] for c in changes] == example["subjects"]
+        assert [c["at"] for c in changes] == (
+            example["ats"] or [example["at"]] * len(example["subjects"]))
+        as_old = _read(message[10:], packed.schema, old.schema)
+        assert "subjects" not in as_old and as_old["subject"] == example["subjects"][0]
+        assert as_old["at"] == changes[0]["at"], "an old reader sees the first change whole"
