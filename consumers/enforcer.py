@@ -41,6 +41,7 @@ from domain.application import Clock, system_clock
 from domain.limits import MAX_ENFORCEMENT_RECORD_BYTES
 from projections.access_index import AccessIndex
 from projections.enforcement import ChangeGroup, Enforcer, grouped
+from projections.gc_pause import gc_paused
 from schemas.records import decode_event
 
 ORDERS = (Directive.Issued, Directive.Amended, Directive.Lifted)
@@ -144,24 +145,27 @@ class EnforcerProcess:
             known = position
             events = live if record.offset >= self.enforced_offset else silent
             events.append((event_of(record, position), position))
-        if silent:
+        if silent:  # what is built is kept: out of the collector's way (gc_paused)
             self.enforcer.emitting = False
-            index.apply_all(silent)
+            with gc_paused(freeze=True):
+                index.apply_all(silent)
         out: list[EnforcementRecord] = []
         caught_up = self.consumer.position(self.partition) >= self.enforced_offset
         if caught_up and not self._learned:  # before the first order: see Partitioner
-            self.partitioner.learn(index.facts.subjects)
+            with gc_paused(freeze=True):
+                self.partitioner.learn(index.facts.subjects)
             self._learned = True
-        if live:
-            self.enforcer.emitting = True
-            index.apply_all(live)
-            out += self._enforced(live, self.enforcer.take_groups())
-        if caught_up and (live or not records):
-            out += self._came(grouped(self.enforcer.tick()))
-        if records and records[-1].offset >= self.enforced_offset:
-            self._publish(out, records[-1].offset + 1)
-        elif out:
-            self._publish(out, None)
+        with gc_paused():  # an order's groups and records: many objects, no cycles
+            if live:
+                self.enforcer.emitting = True
+                index.apply_all(live)
+                out += self._enforced(live, self.enforcer.take_groups())
+            if caught_up and (live or not records):
+                out += self._came(grouped(self.enforcer.tick()))
+            if records and records[-1].offset >= self.enforced_offset:
+                self._publish(out, records[-1].offset + 1)
+            elif out:
+                self._publish(out, None)
         return len(records)
 
     def _enforced(self, events: list[tuple[Any, int]], groups: list[ChangeGroup]

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from projections.enforcement import ChangeGroup
+from projections.gc_pause import gc_paused
 
 if TYPE_CHECKING:
     from consumers.packing import EnforcementRecord
@@ -48,7 +49,8 @@ class RevocationLog:
         return self._last
 
     def publish(self, groups: list[ChangeGroup]) -> None:
-        records = self._packer.records(groups)
+        with gc_paused():  # an order's records: many objects, no cycles
+            records = self._packer.records(groups)
         with self._arrived:
             for record in records:
                 self._last += 1
