@@ -23,6 +23,7 @@ from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaTimeoutError, TopicAlreadyExistsError
 
+from consumers.packing import ENFORCEMENT_PARTITIONS
 from domain.limits import KAFKA_MAX_MESSAGE_BYTES
 
 KAFKA_VARIABLE = "INTERLOCK_KAFKA"
@@ -74,7 +75,8 @@ class Topics:
         """`interlock.events` has one partition: it is the store's order, position by position.
         `interlock.commands` has one too: Kafka orders records within a partition only, and a
         command may name what an earlier one created (a model, then a directive on it)."""
-        return {self.commands: 1, self.dlq: 1, self.events: 1, self.enforcement: 3}
+        return {self.commands: 1, self.dlq: 1, self.events: 1,
+                self.enforcement: ENFORCEMENT_PARTITIONS}
 
 
 DEFAULT_TOPICS = Topics()

@@ -48,5 +48,10 @@ KAFKA_MAX_MESSAGE_BYTES = 1024 * 1024
 """`max.message.bytes` of Interlock's topics and the producers' `max_request_size`: a stored
 event of MAX_EVENT_BYTES with its headers always fits."""
 
+MAX_ENFORCEMENT_RECORD_BYTES = 256 * 1024
+"""One packed `access_revoked` / `access_restored` record (its subjects listed): a larger set
+of subjects is split across records. Well under KAFKA_MAX_MESSAGE_BYTES, so that a producer
+batch holding one such record and smaller ones stays under it too."""
+
 MAX_STREAM_CONNECTIONS = 16
 """Open `/v1/enforcement/stream` connections per server process; more are refused with 503."""

@@ -132,9 +132,13 @@ def _union(branches: list[Check], schema: list[Any]) -> Check:
 
 
 def _array(item: Check) -> Check:
+    strings = item is _PRIMITIVES["string"]
+
     def check(datum: Any) -> None:
         if not isinstance(datum, list | tuple):
             raise Invalid(f"{_show(datum)} is not an array")
+        if strings and set(map(type, datum)) <= {str}:  # a packed record's 100k subjects
+            return
         for index, element in enumerate(datum):
             try:
                 item(element)

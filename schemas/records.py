@@ -47,7 +47,10 @@ must not change when a Python class is renamed or moved."""
 EVENT_RECORDS: dict[str, str] = {cls.__qualname__: name for cls, name in _EVENTS.items()}
 """Event class `__qualname__` (e.g. `ModelVersion.Registered`) → Avro record name."""
 EVENT_CLASSES: dict[str, type[DomainEvent]] = {name: cls for cls, name in _EVENTS.items()}
-ENFORCEMENT_RECORDS: tuple[str, ...] = ("access_revoked", "access_restored")
+ENFORCEMENT_RECORDS: tuple[str, ...] = (
+    "access_revoked", "access_restored", "enforcement_completed"
+)
+"""`interlock.enforcement`: packed access changes and completions (consumers.packing)."""
 DECISION_LOG_RECORDS: tuple[str, ...] = ("decision_log_entry",)
 """`interlock.decisions`: served decisions and prune records (consumers.decision_log)."""
 

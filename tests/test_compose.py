@@ -267,3 +267,23 @@ def test_the_kafka_health_check_passes_against_a_real_broker(
 def with_port(url: str, port: int) -> str:
     parts = urlsplit(url)
     return parts._replace(netloc=f"{parts.username}:{parts.password}@127.0.0.1:{port}").geturl()
+
+
+def test_the_enforcer_shards_cover_every_partition_once(
+    interlocks: dict[str, dict[str, Any]],
+) -> None:
+    """`enforce --shard k/N` services: one per k, all with the same N (a missing k would leave
+    its partitions unenforced, a repeated one fence the other), at most the partitions."""
+    from consumers.enforcer import Shard
+    from consumers.packing import ENFORCEMENT_PARTITIONS
+
+    shards = []
+    for spec in interlocks.values():
+        command = spec["command"]
+        if command[1] == "enforce":
+            given = command[command.index("--shard") + 1] if "--shard" in command else "0/1"
+            shards.append(Shard.parse(given))
+    assert len(shards) == 2, "the deployment runs two enforcer shards"
+    count = shards[0].count
+    assert sorted(s.index for s in shards) == list(range(count))
+    assert all(s.count == count for s in shards) and count <= ENFORCEMENT_PARTITIONS

@@ -192,13 +192,25 @@ def relay(
 
 
 @app.command()
-def enforce(kafka: KafkaOption = None, topic_prefix: PrefixOption = "") -> None:
-    """Follow interlock.events and publish access_revoked / access_restored records."""
-    from consumers.enforcer import EnforcerProcess
+def enforce(
+    kafka: KafkaOption = None, topic_prefix: PrefixOption = "",
+    shard: Annotated[str, typer.Option(help="k/N: run as shard k of N, owning the partitions "
+                                       "p of interlock.enforcement with p % N == k.")] = "0/1",
+    from_beginning: Annotated[bool, typer.Option(
+        "--from-beginning", help="A new enforcer (no committed offset) enforces the whole "
+        "history of interlock.events; without it, history is replayed silently.")] = False,
+) -> None:
+    """Follow interlock.events and publish packed access_revoked / access_restored records,
+    then an enforcement_completed record per partition for each cause."""
+    from consumers.enforcer import EnforcerProcess, Shard
 
+    try:
+        owned = Shard.parse(shard)
+    except ValueError as error:
+        raise fail(f"--shard: {error}") from None
     with kafka_process("enforce"):
         bootstrap, topics = kafka_for(kafka, topic_prefix)
-        process = EnforcerProcess(bootstrap, topics)
+        process = EnforcerProcess(bootstrap, topics, shard=owned, from_beginning=from_beginning)
         run_until_signalled("enforce", process, lambda: (
             f"position {process.position}, {process.published} records published"
         ))

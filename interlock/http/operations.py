@@ -66,7 +66,8 @@ class SlotStream(StreamingResponse):
     response_class=StreamingResponse,
     responses={
         200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
-              "description": "Server-sent events: `access_revoked` / `access_restored`."},
+              "description": "Server-sent events: packed `access_revoked` / "
+              "`access_restored` records."},
         **responses(INVALID),
         404: {"model": ErrorOut, "description": "This replica does not enforce."},
         503: {"model": ErrorOut, "description": "All stream slots of this process are "
@@ -79,15 +80,16 @@ async def enforcement_stream(
     request: Request,
     service: ServiceDep,
     after: Annotated[int | None, Query(ge=0, description=(
-        "Send the changes numbered after this one (default: only new ones)."
+        "Send the records numbered after this one (default: only new ones)."
     ))] = None,
     last_event_id: Annotated[int | None, Header(ge=0)] = None,
     heartbeat: Annotated[float, Query(gt=0, le=60)] = 15.0,
 ) -> Response:
-    """Access changes as server-sent events, for gateways without Kafka: each event is
-    `access_revoked` or `access_restored` with the record's JSON as data and this
-    process's change number as id, so a reconnecting client resumes with `Last-Event-ID`.
-    Role `decide`. At most MAX_STREAM_CONNECTIONS streams per process are open at once."""
+    """Access changes as server-sent events, for gateways without Kafka: each event is a
+    packed `access_revoked` or `access_restored` record (the one verdict, the `subjects` it
+    applies to), its JSON as data and this process's record number as id, so a reconnecting
+    client resumes with `Last-Event-ID`. Role `decide`. At most MAX_STREAM_CONNECTIONS streams
+    per process are open at once."""
     log = service.engine.revocations
     if log is None:
         return error_response(404, "this replica follows Kafka; read interlock.enforcement")
@@ -99,26 +101,26 @@ async def enforcement_stream(
         return response
     start = last_event_id if last_event_id is not None else after
     return SlotStream(
-        _changes_as_events(log, log.last if start is None else start, heartbeat),
+        _records_as_events(log, log.last if start is None else start, heartbeat),
         streams, headers={"Cache-Control": "no-store"},
     )
 
 
-async def _changes_as_events(
+async def _records_as_events(
     log: RevocationLog, after: int, heartbeat: float
 ) -> AsyncIterator[bytes]:
     """Server-sent events from the revocation log, with a comment line as heartbeat. It waits
     on the event loop (never in a pool thread), so it ends as soon as the client leaves."""
     last = after
     while True:
-        changes = await log.next_after(last, heartbeat)
-        if not changes:
+        records = await log.next_after(last, heartbeat)
+        if not records:
             yield b": keep-alive\n\n"
             continue
         chunk = []
-        for number, change in changes:
+        for number, record in records:
             chunk.append(b"id: %d\nevent: %s\ndata: %s\n\n" % (
-                number, change.kind.encode(), orjson.dumps(change.to_json())
+                number, record.name.encode(), orjson.dumps(record.to_json())
             ))
             last = number
         yield b"".join(chunk)

@@ -57,8 +57,8 @@ def test_the_stream_delivers_a_revocation_within_a_second_of_the_order(base_url:
             ordered = time.monotonic()
             answer = client.post("/v1/commands", json=ORDER).json()
             received = {}
-            for event in events(stream.iter_lines()):
-                received[json.loads(event["data"])["subject"]] = event
+            for event in events(stream.iter_lines()):  # packed: a record lists its subjects
+                received.update(dict.fromkeys(json.loads(event["data"])["subjects"], event))
                 if len(received) == 2:
                     break
             elapsed = time.monotonic() - ordered
@@ -81,3 +81,30 @@ def test_a_client_resumes_after_the_last_event_it_saw(base_url: str) -> None:
             second = next(events(stream.iter_lines()))
     assert int(second["id"]) == int(first["id"]) + 1
     assert second["data"] != first["data"]
+
+
+def test_the_stream_carries_the_packed_records_of_the_enforcement_topic(base_url: str) -> None:
+    """One event per packed record: a verdict and the subjects it applies to, all of one
+    partition of a 3-partition interlock.enforcement, its fields those of the Avro record."""
+    from consumers.packing import ENFORCEMENT_PARTITIONS, Partitioner
+    from schemas.codec import default_registry
+
+    with httpx.Client(base_url=base_url, timeout=10) as client:
+        client.post("/v1/commands", json={"commands": SETUP})
+        with client.stream("GET", "/v1/enforcement/stream", params={"after": 0}) as stream:
+            answer = client.post("/v1/commands", json=ORDER).json()
+            found: list[dict] = []
+            for event in events(stream.iter_lines()):
+                data = json.loads(event["data"])
+                assert event["event"] == data["type"]
+                if data["position"] == answer["position"]:
+                    found.append(data)
+                if sum(len(d["subjects"]) for d in found) == 2:
+                    break
+    partition_of = Partitioner(ENFORCEMENT_PARTITIONS)
+    fields = {f["name"] for f in default_registry().current("access_revoked").schema["fields"]}
+    for data in found:
+        assert set(data) == fields | {"type"}
+        assert data["subject"] == data["subjects"][0]
+        assert len({partition_of(s) for s in data["subjects"]}) == 1
+    assert sorted(s for d in found for s in d["subjects"]) == ["u-anon", "u-de"]

@@ -18,11 +18,13 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
 from consumers.kafka import Topics, ensure_topics, header
+from consumers.packing import ENFORCEMENT_PARTITIONS, Partitioner, changes_of
 from domain.commands import parse_command
 from domain.decision import NO_CONTEXT, judge
 from interlock.demo import MODELS, ORDER_COMMAND, synthetic_population
@@ -49,6 +51,8 @@ class Processes:
             command = [INTERLOCK, name, *(x for kv in self.args.items() for x in kv)]
             if name != "enforce":
                 command += ["--store", self.store]
+            else:  # these tests read the history's grants too
+                command += ["--from-beginning"]
             self.running[name] = subprocess.Popen(command, stderr=subprocess.PIPE)
 
     def kill(self, *names: str) -> None:
@@ -133,6 +137,16 @@ def publish(bootstrap: str, topic: str, messages: list[tuple[bytes | None, bytes
     producer.close()
 
 
+def changes(records: list) -> list[tuple[Any, str, dict]]:
+    """Each packed record's changes, one per subject, with the record and its name."""
+    found = []
+    for record in records:
+        name, body = decode(record.value)
+        if name != "enforcement_completed":
+            found += ((record, name, change) for change in changes_of(name, body))
+    return found
+
+
 def store_position(store: str) -> int:
     engine = open_engine(store, catch_up=False)
     try:
@@ -164,19 +178,25 @@ def test_the_order_revokes_exactly_the_pairs_the_rule_denies(
     assert expected, "the population must contain subjects the order cuts off"
 
     def caused_by_order(records: list) -> list:
-        """A new enforcer enforces history too: grants arrive as access_restored first."""
-        return [r for r in records if int(header(r, "position")) == before + 1]
+        """A new enforcer told --from-beginning enforces history too: grants come first."""
+        return [c for c in changes(records) if c[2]["position"] == before + 1]
+
+    def completed(records: list) -> list:
+        return [body for name, body in (decode(r.value) for r in records)
+                if name == "enforcement_completed" and body["position"] == before + 1]
 
     everything = consume(
-        kafka_bootstrap, topics.enforcement, lambda r: len(caused_by_order(r)) >= len(expected)
+        kafka_bootstrap, topics.enforcement,
+        lambda r: len(completed(r)) >= ENFORCEMENT_PARTITIONS,
     )
-    records = caused_by_order(everything)
-    grants = [decode(r.value) for r in everything if int(header(r, "position")) <= before]
+    found = caused_by_order(everything)
+    grants = [(name, body) for _, name, body in changes(everything)
+              if body["position"] <= before]
     assert grants and all(name == "access_restored" and body["first"] for name, body in grants)
+    partition_of = Partitioner(ENFORCEMENT_PARTITIONS)
     revoked = Counter()
-    for record in records:
-        name, body = decode(record.value)
-        assert record.key == body["subject"].encode()
+    for record, name, body in found:
+        assert record.partition == partition_of(body["subject"]), "as keyed by subject"
         assert name == "access_revoked" and body["position"] == before + 1
         assert body["received_at"] == datetime.fromisoformat(ORDER_COMMAND["received_at"])
         assert body["at"] == body["received_at"], "the valid time the order took effect"
@@ -184,6 +204,15 @@ def test_the_order_revokes_exactly_the_pairs_the_rule_denies(
     assert set(revoked) == expected
     assert max(revoked.values()) == 1
     assert {model for _, model in revoked} <= {"fable-5", "mythos-5"}
+    closing = completed(everything)
+    assert sorted(c["partition"] for c in closing) == list(range(ENFORCEMENT_PARTITIONS))
+    for completion in closing:  # the last of the order's records in its partition
+        partition = completion["partition"]
+        here = [r for r in everything
+                if r.partition == partition and int(header(r, "position")) == before + 1]
+        assert decode(here[-1].value)[0] == "enforcement_completed"
+        assert completion["records"] == len(here) - 1
+        assert completion["changes"] == sum(r.partition == partition for r, _, _ in found)
 
 
 def test_killed_processes_lose_and_repeat_nothing(
@@ -225,11 +254,11 @@ def test_killed_processes_lose_and_repeat_nothing(
     )
     expected = revoked_by_rule(store, order_position, datetime.now(UTC))
     records = consume(kafka_bootstrap, topics.enforcement,
-                      lambda r: sum(decode(x.value)[1]["position"] == order_position
-                                    for x in r) >= len(expected))
+                      lambda r: sum(c[2]["position"] == order_position
+                                    for c in changes(r)) >= len(expected))
     revocations = Counter(
         (body["subject"], body["model"])
-        for body in (decode(record.value)[1] for record in records)
+        for _, _, body in changes(records)
         if body["position"] == order_position
     )
     assert set(revocations) == expected

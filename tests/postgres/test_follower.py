@@ -146,7 +146,8 @@ def test_embedded_enforcement_follows_postgres(fresh_postgres_db: str) -> None:
         seen = engine.revocations.last
         engine.app.apply(parse_command(dict(ORDER, received_at="2020-01-01T00:00:00Z")))
         changes = engine.revocations.wait_after(seen, timeout=5)
-        assert {(c.subject, c.model, c.kind) for _, c in changes} == {
+        assert {(subject, r.record["model"], r.name) for _, r in changes
+                for subject in r.record["subjects"]} == {
             ("u-2", "fable-5", "access_revoked")
         }
     finally:

@@ -13,6 +13,7 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.read import SchemaResolutionError
 from fastavro.validation import validate
 
+from consumers.packing import changes_of
 from domain.commands import COMMAND_TYPES
 from schemas.codec import NAMESPACE, SCHEMA_ROOT, CodecError, SchemaRegistry, default_registry
 from schemas.compat import IncompatibleSchema, check_compatible, compatibility_problems
@@ -248,13 +249,50 @@ def test_access_restored_v2_adds_first_and_old_readers_keep_working() -> None:
     """`first` (a first grant, not access given back) came with access_restored v2: v1 data
     reads as first = false, and a reader still holding v1 skips the new field."""
     registry = default_registry()
-    v1, v2 = registry.versions("access_restored")
-    assert (v1.version, v2.version) == (1, 2) and registry.current("access_restored") is v2
+    v1, v2 = registry.versions("access_restored")[:2]  # v3 (packed) came later
+    assert (v1.version, v2.version) == (1, 2)
     old = [bytes.fromhex(line) for line in sample_path(registry, v1).read_text().splitlines()
            if line.strip() and not line.startswith("#")]
     assert all(registry.decode(message)[1]["first"] is False for message in old)
-    new = registry.encode("access_restored", {**ENFORCEMENT["access_restored"][1]})
+    unpacked = {k: v for k, v in ENFORCEMENT["access_restored"][1].items()
+                if k not in ("subjects", "ats")}
+    new = registry.encode("access_restored", unpacked, version=2)
     body = new[10:]
     as_v1 = _read(body, v2.schema, v1.schema)
     assert "first" not in as_v1
-    assert as_v1 == {k: v for k, v in registry.decode(new)[1].items() if k != "first"}
+    assert as_v1 == {k: v for k, v in registry.decode(new)[1].items()
+                     if k not in ("first", "subjects", "ats")}
+
+
+def _frozen(registry: SchemaRegistry, version: Any) -> list[bytes]:
+    return [bytes.fromhex(line) for line in sample_path(registry, version).read_text()
+            .splitlines() if line.strip() and not line.startswith("#")]
+
+
+@pytest.mark.parametrize(("name", "unpacked"), [("access_revoked", 1), ("access_restored", 2)])
+def test_packed_versions_list_subjects_and_old_readers_see_the_first(
+    name: str, unpacked: int
+) -> None:
+    """access_revoked v2 and access_restored v3 list `subjects` (and their `ats` when they
+    differ): records written before read with none listed (one change: their `subject`); a
+    reader still on the unpacked version resolves a packed record to its first change alone,
+    which is why the README tells such readers to upgrade before the enforcer does."""
+    registry = default_registry()
+    old, packed = registry.version(name, unpacked), registry.current(name)
+    assert packed.version == unpacked + 1
+    for message in _frozen(registry, old):
+        _, record = registry.decode(message)
+        assert record["subjects"] == []
+        assert record["ats"] == []
+        assert changes_of(name, record) == [
+            {k: v for k, v in record.items() if k not in ("subjects", "ats")}]
+    for example in ENFORCEMENT[name]:
+        message = registry.encode(name, example)
+        _, record = registry.decode(message)
+        changes = changes_of(name, record)
+        assert [c["subject"] for c in changes] == example["subjects"]
+        assert [c["at"] for c in changes] == (
+            example["ats"] or [example["at"]] * len(example["subjects"]))
+        as_old = _read(message[10:], packed.schema, old.schema)
+        assert "subjects" not in as_old and as_old["subject"] == example["subjects"][0]
+        assert as_old["at"] == changes[0]["at"], "an old reader sees the first change whole"

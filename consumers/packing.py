@@ -1,0 +1,232 @@
+"""Packed enforcement records: what `interlock.enforcement` and the enforcement stream carry.
+
+The kill switch hands its changes as `projections.enforcement.ChangeGroup`s (one cause, one
+model, one verdict, many subjects). On the wire each group becomes `access_revoked` /
+`access_restored` records (schema v2 / v3) that list their subjects: the group is split by the
+partition each subject would go to if the record were keyed by subject (kafka-python's
+DefaultPartitioner: murmur2 of the subject's UTF-8 bytes, modulo the partition count), then
+by MAX_ENFORCEMENT_RECORD_BYTES. A subject's changes therefore stay in one partition, in
+order, exactly as when there was one record per (subject, model), and a consumer group of
+gateways splits the work by partition.
+
+Each cause's records end, in every partition the writing shard owns, with one
+`enforcement_completed` record counting the records of that cause before it in that partition.
+Why per partition, not one per cause: Kafka orders records within a partition only, so a
+completion can vouch only for what precedes it in its own partition, and a gateway in a
+consumer group reads only its partitions; each partition has exactly one writer (the shard
+owning it), which counts what it wrote there without asking anyone. A reader that wants the
+whole cause waits for the completion of every partition (bench/killswitch.py does). Causes
+that get completions: every event or moment that changed access in the shard's partitions,
+and every directive event (an order) even when it changed nothing there, so that whoever
+waits on an order always hears that it is done.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from domain.decision import reasons_json
+from domain.limits import MAX_ENFORCEMENT_RECORD_BYTES
+from projections.enforcement import ChangeGroup
+from schemas.codec import encode
+
+ENFORCEMENT_PARTITIONS = 3
+"""Partitions `interlock.enforcement` is created with; the embedded stream packs as if for it."""
+COMPLETED = "enforcement_completed"
+_AT_BYTES = 10
+"""Avro bytes of one `ats` entry at most (a long, zigzag varint)."""
+_SUBJECT_OVERHEAD = 3
+"""Avro bytes around one listed subject beyond its UTF-8 bytes (its length, as a varint, is at
+most 2 bytes for an id of MAX_ID_CHARS), with a byte to spare for the array's block count."""
+
+
+class Partitioner:
+    """The partition of `interlock.enforcement` a record keyed by the subject would go to.
+
+    kafka-python's murmur2 is pure Python (about 4 µs a key, 0.3 s for an order that revokes
+    72,000 subjects), so each subject's partition is remembered once computed."""
+
+    def __init__(self, partitions: int) -> None:
+        from kafka.partitioner import murmur2  # the Kafka client only where records are packed
+
+        self.partitions = partitions
+        self._murmur2 = murmur2
+        self._known: dict[str, int] = {}
+
+    def __call__(self, subject: str) -> int:
+        partition = self._known.get(subject)
+        if partition is None:
+            partition = (self._murmur2(subject.encode()) & 0x7FFFFFFF) % self.partitions
+            self._known[subject] = partition
+        return partition
+
+    def of_all(self, subjects: Iterable[str]) -> list[int]:
+        """The partition of each subject, in order (known ones looked up at C speed)."""
+        found = list(map(self._known.get, subjects))
+        if None in found:
+            found = list(map(self, subjects))
+        return found
+
+    def learn(self, subjects: Iterable[str]) -> None:
+        """Computes ahead the partitions of `subjects` (a population, before the first order)."""
+        for subject in subjects:
+            self(subject)
+
+
+@dataclass(frozen=True, slots=True)
+class EnforcementRecord:
+    """One record of `interlock.enforcement`: its Avro record name, partition and body."""
+
+    name: str
+    partition: int
+    record: dict[str, Any]
+
+    @property
+    def changes(self) -> int:
+        """The (subject, model) changes it carries: none for a completion."""
+        return len(self.record.get("subjects", ()))
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        return [("type", self.name.encode()), ("position", b"%d" % self.record["position"])]
+
+    def encode(self) -> bytes:
+        return encode(self.name, self.record)
+
+    def to_json(self) -> dict[str, Any]:
+        """The record as the enforcement stream sends it: its fields, timestamps in ISO-8601,
+        and `type`, its record name."""
+        return {"type": self.name, **{
+            key: value.isoformat() if isinstance(value, datetime) else value
+            for key, value in self.record.items()
+        }}
+
+
+@dataclass(frozen=True, slots=True)
+class Cause:
+    """What a completion closes: an applied event (`moment` None) or a moment that came."""
+
+    position: int
+    recorded_at: datetime
+    moment: datetime | None = None
+
+
+class Packer:
+    """Packs one shard's change groups into records of its partitions, and closes each cause.
+
+    `owned`: the partitions this shard writes to (every partition for a single enforcer); the
+    groups it is given hold only subjects of those partitions (`Enforcer(owns=...)`)."""
+
+    def __init__(self, partitioner: Partitioner, owned: Iterable[int] | None = None,
+                 shard: int = 0, shards: int = 1,
+                 limit: int = MAX_ENFORCEMENT_RECORD_BYTES) -> None:
+        self.partitioner = partitioner
+        self.owned = tuple(sorted(range(partitioner.partitions) if owned is None else owned))
+        self.shard, self.shards, self.limit = shard, shards, limit
+
+    def records(self, groups: Iterable[ChangeGroup]) -> list[EnforcementRecord]:
+        """The packed records of `groups`, in order: groups that differ only in `at` share
+        records (each subject's `at` in `ats`), then by partition, then by size."""
+        packed: list[EnforcementRecord] = []
+        partition_of = self.partitioner
+        for group, subjects, ats in _merged(groups):
+            partitions = partition_of.of_all(subjects)
+            base = len(encode(group.kind, _record(group, [""], [])))
+            mixed = ats is not None
+            for partition in sorted(set(partitions)):
+                mine = [s for s, p in zip(subjects, partitions, strict=True) if p == partition]
+                times = [] if ats is None else [
+                    a for a, p in zip(ats, partitions, strict=True) if p == partition]
+                for start, end in self._chunks(mine, base, mixed):
+                    chunk = times[start:end]
+                    if len(set(chunk)) <= 1:
+                        chunk = []
+                    packed.append(EnforcementRecord(
+                        group.kind, partition, _record(group, mine[start:end], chunk)))
+        return packed
+
+    def _chunks(self, subjects: list[str], base: int, mixed: bool) -> Iterable[tuple[int, int]]:
+        """Where to cut `subjects` so that each record stays within the bound (its first
+        subject is written twice: as `subject` too; with `mixed`, each has its `at` too)."""
+        overhead = _SUBJECT_OVERHEAD + (_AT_BYTES if mixed else 0)
+        total = len("".join(subjects).encode()) + overhead * len(subjects)
+        if base + len(subjects[0].encode()) + overhead + total <= self.limit:
+            yield 0, len(subjects)  # the usual case: one record
+            return
+        costs = [len(encoded) + overhead for encoded in map(str.encode, subjects)]
+        start, size = 0, base + costs[0]
+        for index, cost in enumerate(costs):
+            if index > start and size + cost > self.limit:
+                yield start, index
+                start, size = index, base + cost
+            size += cost
+        yield start, len(subjects)
+
+    def completions(self, cause: Cause, records: list[EnforcementRecord],
+                    emitted_at: datetime) -> list[EnforcementRecord]:
+        """One `enforcement_completed` per owned partition, counting the cause's `records`
+        there."""
+        counts = {partition: [0, 0] for partition in self.owned}
+        for record in records:
+            count = counts[record.partition]
+            count[0] += 1
+            count[1] += record.changes
+        return [EnforcementRecord(COMPLETED, partition, {
+            "position": cause.position, "moment": cause.moment, "partition": partition,
+            "records": written, "changes": changes, "shard": self.shard,
+            "shards": self.shards, "recorded_at": cause.recorded_at, "emitted_at": emitted_at,
+        }) for partition, (written, changes) in counts.items()]
+
+
+def _merged(groups: Iterable[ChangeGroup]
+            ) -> list[tuple[ChangeGroup, list[str], list[datetime] | None]]:
+    """Groups alike but for `at`, as one: (the first of them, every subject, each subject's
+    `at`, or None when they share one), in the order each first appears."""
+    merged: dict[tuple[Any, ...], tuple[ChangeGroup, list[str], list[datetime]]] = {}
+    for group in groups:
+        key = (group.kind, group.model, group.effect, group.route_to, group.disclosed,
+               group.reasons, group.position, group.received_at, group.recorded_at,
+               group.emitted_at, group.first)
+        found = merged.get(key)
+        if found is None:
+            merged[key] = (group, list(group.subjects), [group.at] * len(group.subjects))
+        else:
+            found[1].extend(group.subjects)
+            found[2].extend([group.at] * len(group.subjects))
+    return [(group, subjects, ats if len(set(ats)) > 1 else None)
+            for group, subjects, ats in merged.values()]
+
+
+def _record(group: ChangeGroup, subjects: list[str], ats: list[datetime]) -> dict[str, Any]:
+    """The Avro record of a group's changes to `subjects` (from `ats`, when they differ);
+    `first` exists in access_restored only."""
+    record = {
+        "subject": subjects[0],
+        "subjects": subjects,
+        "ats": ats,
+        "model": group.model,
+        "effect": group.effect,
+        "route_to": group.route_to,
+        "disclosed": group.disclosed,
+        "reasons": reasons_json(group.reasons),
+        "at": ats[0] if ats else group.at,
+        "position": group.position,
+        "received_at": group.received_at,
+        "recorded_at": group.recorded_at,
+        "emitted_at": group.emitted_at,
+    }
+    if group.kind == "access_restored":
+        record["first"] = group.first
+    return record
+
+
+def changes_of(name: str, record: dict[str, Any]) -> list[dict[str, Any]]:
+    """A decoded `access_revoked` / `access_restored` record as one record per subject, as
+    versions before packing wrote them (`subjects` empty there: the one `subject`)."""
+    subjects = record.get("subjects") or [record["subject"]]
+    ats = record.get("ats") or [record["at"]] * len(subjects)
+    single = {key: value for key, value in record.items() if key not in ("subjects", "ats")}
+    return [{**single, "subject": subject, "at": at}
+            for subject, at in zip(subjects, ats, strict=True)]
