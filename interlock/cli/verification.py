@@ -336,12 +336,11 @@ def seal(ctx: typer.Context, as_json: JsonOption = False, store: StoreOption = N
 
     Writers refuse to seal such events; this is the operator vouching for them, after checking
     them (`interlock verify`, and `--checkpoints` for what was anchored before)."""
-    from interlock.persistence import ChainedPostgresProcessRecorder, ChainedSQLiteProcessRecorder
+    from interlock.persistence.sealing import ChainSealing
 
     with engine_for(ctx, store, catch_up=False) as engine:
         recorder = engine.app.recorder
-        if not isinstance(recorder, ChainedSQLiteProcessRecorder
-                          | ChainedPostgresProcessRecorder):
+        if not isinstance(recorder, ChainSealing):
             raise fail("seal: this store keeps no hash chain (memory:)")
         first, last, count = recorder.seal_unsealed()
     data = {"sealed": count, "from": first or None, "to": last}
