@@ -204,3 +204,11 @@ def test_where_the_snapshot_is_kept() -> None:
     assert kept_snapshot("postgresql://u:p@localhost/db") is None  # unless one is named
     assert kept_snapshot("postgresql://u:p@localhost/db", "/v/i.snapshot") == Path("/v/i.snapshot")
     assert kept_snapshot("memory:") is None
+
+
+def test_a_read_command_that_built_an_index_still_exits_with_its_status(store: str) -> None:
+    answered = run("decide", "u-de", "fable-5", "--at", AFTER_ORDER, "--json", "--store", store)
+    assert answered.returncode == 0 and json.loads(answered.stdout)["effect"] == "deny"
+    unknown = run("history", "u-nobody", "--store", store)
+    assert unknown.returncode == 1 and "unknown subject 'u-nobody'" in unknown.stderr
+    assert unknown.stdout == ""
