@@ -10,17 +10,21 @@ The store is the synthetic population of `interlock demo` (about 3.2 events per 
 applied into SQLite, kept under .interlock/ and reused by later runs; `--store` takes any
 SQLite store of that population instead (`apply` adds one event to it per run: give it a copy
 of a store you share). Each figure is a fresh process, timed from its launch to its exit
-(interpreter start, imports and, where it happens, the snapshot's refresh included), the
-median of `--runs`; an in-process breakdown of the snapshot's load follows.
+(interpreter start, imports from cached bytecode and, where it happens, the snapshot's refresh
+included), the median of `--runs`, with the CPU time it used beside (on a shared machine, what
+the wall time would be on an idle one); an in-process breakdown of the snapshot's load follows.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -62,20 +66,39 @@ def build(store: str, events: int) -> None:
         engine.close()
 
 
-def timed(*args: str, stdin: str | None = None) -> float:
-    """Seconds from launching the command to its exit; a failure stops the benchmark."""
-    command = list(args) if args[0] == sys.executable else [INTERLOCK, *args]
+def timed(*args: str, stdin: str | None = None, script: str = INTERLOCK) -> tuple[float, float]:
+    """Seconds from launching the command to its exit, and the CPU seconds (user + system) it
+    used: on a shared machine the second says what the first would be on an idle one. A
+    failure stops the benchmark."""
+    command = list(args) if Path(args[0]).name.startswith("python") else [script, *args]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run(command, input=stdin, capture_output=True, text=True, check=False)
     elapsed = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0 or done.stderr:
         sys.exit(f"{' '.join(command)} failed: {done.stderr}")
-    return elapsed
+    return elapsed, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def line(label: str, runs: list[float], target: str = "") -> None:
-    print(f"  {label:<44} {statistics.median(runs):6.2f} s  "
-          f"(runs: {', '.join(f'{s:.2f}' for s in runs)}){'  target ' + target if target else ''}")
+def bytecode_cached(*scripts: str) -> None:
+    """Every timed process reads cached bytecode, as an installed package does, whatever this
+    shell's PYTHONDONTWRITEBYTECODE says: compiled once here, into a cache of the benchmark's
+    own (PYTHONPYCACHEPREFIX), so that no checkout is written to."""
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    os.environ["PYTHONPYCACHEPREFIX"] = str(Path(tempfile.gettempdir()) / "interlock-bench-pyc")
+    modules = "interlock.cli, interlock.engine, domain.application, projections.compliance, " \
+              "projections.snapshot, interlock.persistence.sqlite"
+    for script in scripts:
+        subprocess.run([str(Path(script).with_name("python")), "-c", f"import {modules}"],
+                       check=True)
+
+
+def line(label: str, runs: list[tuple[float, float]], target: str = "") -> None:
+    walls, cpus = [wall for wall, _ in runs], [cpu for _, cpu in runs]
+    print(f"  {label:<44} {statistics.median(walls):6.2f} s, cpu {statistics.median(cpus):5.2f} s"
+          f"  (runs: {', '.join(f'{s:.2f}' for s in walls)})"
+          f"{'  target ' + target if target else ''}")
 
 
 def snapshot_behind(store: str, path: Path, behind: int) -> None:
@@ -100,10 +123,10 @@ def breakdown(store: str, path: Path) -> None:
     """Where a start from the snapshot spends its time, in one process."""
     engine = open_engine(store, catch_up=False)
     try:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         with gc_paused():
             facts, info = load_snapshot(path, engine.app.recorder)
-        loaded = time.perf_counter() - started
+        loaded, cpu = time.perf_counter() - started, time.process_time() - cpu
         from projections.access_index import AccessIndex
 
         index = AccessIndex()
@@ -111,9 +134,9 @@ def breakdown(store: str, path: Path) -> None:
         started = time.perf_counter()
         position = StoreFollower(engine.app, index).catch_up()
         caught = time.perf_counter() - started
-        print(f"  in process: snapshot load {loaded:.2f} s ({info.payload_bytes / 1e6:,.0f} MB, "
-              f"checked and unpickled with the collector paused) + catch-up {caught:.2f} s for "
-              f"{position - info.position:,} later events")
+        print(f"  in process: snapshot load {loaded:.2f} s, cpu {cpu:.2f} s "
+              f"({info.payload_bytes / 1e6:,.0f} MB, checked and unpickled with the collector "
+              f"paused) + catch-up {caught:.2f} s for {position - info.position:,} later events")
     finally:
         engine.close()
 
@@ -127,7 +150,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--skip-replay", action="store_true",
                         help="leave out the full replays (minutes on a large store)")
+    parser.add_argument("--before", metavar="INTERLOCK",
+                        help="another checkout's console script (e.g. main's .venv/bin/"
+                        "interlock), timed in the same run on the same commands")
     args = parser.parse_args()
+    bytecode_cached(INTERLOCK, *([args.before] if args.before else []))
     store = args.store or f"sqlite:///.interlock/bench-coldstart-{args.events}.db"
     path = kept_snapshot(store)
     if path is None or not store.startswith("sqlite:///"):
@@ -147,6 +174,14 @@ def main() -> None:
 
     line("interlock apply (one command)",
          [timed("apply", "-", "--store", store, stdin=one()) for _ in runs], "≤ 0.5 s at 1M")
+    if args.before:
+        python = str(Path(args.before).with_name("python"))
+        line("  before: import interlock.cli", [timed(python, "-c", "import interlock.cli")
+                                                for _ in runs])
+        line("  before: apply (one command)", [timed(
+            "apply", "-", "--store", store, stdin=one(), script=args.before) for _ in runs])
+        line("  before: decide", [timed("decide", "u-00001", "fable-5", "--json", "--store",
+                                        store, script=args.before) for _ in runs])
     reads = {
         "decide": ["decide", "u-00001", "fable-5", "--json", "--store", store],
         "explain": ["explain", "u-00001", "fable-5", "--json", "--store", store],
@@ -158,11 +193,11 @@ def main() -> None:
     if args.behind or not path.is_file():
         snapshot_behind(store, path, args.behind)
     tail = read_info(path).position
-    first = timed(*reads["decide"])
+    first, cpu = timed(*reads["decide"])
     refreshed = read_info(path).position != tail
     print(f"  first decide from the snapshot beside the store ({args.behind:,} behind"
           f"{'; rewrote it, ≥ ' + format(SNAPSHOT_REFRESH_EVENTS, ',') if refreshed else ''}):"
-          f" {first:.2f} s")
+          f" {first:.2f} s, cpu {cpu:.2f} s")
     for name, command in reads.items():
         line(f"{name} from the snapshot beside the store",
              [timed(*command) for _ in runs], "≤ 1 s at 1M")
