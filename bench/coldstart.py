@@ -90,7 +90,7 @@ def bytecode_cached(*scripts: str) -> None:
     modules = "interlock.cli, interlock.engine, domain.application, projections.compliance, " \
               "projections.snapshot, interlock.persistence.sqlite"
     for script in scripts:
-        subprocess.run([str(Path(script).with_name("python")), "-c", f"import {modules}"],
+        subprocess.run([str(Path(script).with_name("python")), "-P", "-c", f"import {modules}"],
                        check=True)
 
 
@@ -164,7 +164,7 @@ def main() -> None:
     runs = range(args.runs)
     print(f"each a fresh process, median of {args.runs} (this machine, whatever else runs on it):")
     line("python -c 'import interlock.cli'",
-         [timed(sys.executable, "-c", "import interlock.cli") for _ in runs])
+         [timed(sys.executable, "-P", "-c", "import interlock.cli") for _ in runs])
     line("interlock --version", [timed("--version") for _ in runs])
     line("interlock --help", [timed("--help") for _ in runs])
 
@@ -176,7 +176,7 @@ def main() -> None:
          [timed("apply", "-", "--store", store, stdin=one()) for _ in runs], "≤ 0.5 s at 1M")
     if args.before:
         python = str(Path(args.before).with_name("python"))
-        line("  before: import interlock.cli", [timed(python, "-c", "import interlock.cli")
+        line("  before: import interlock.cli", [timed(python, "-P", "-c", "import interlock.cli")
                                                 for _ in runs])
         line("  before: apply (one command)", [timed(
             "apply", "-", "--store", store, stdin=one(), script=args.before) for _ in runs])
