@@ -57,14 +57,17 @@ class Engine:
         self.app.close()
 
 
-def snapshot_due(engine: Engine, path: Path) -> bool:
+def snapshot_due(engine: Engine, path: Path, beside: bool) -> bool:
     """Whether `engine`'s index is worth writing to `path`, the snapshot it was offered: it
-    replayed SNAPSHOT_REFRESH_EVENTS or more past it, or the file there could not be used (from
-    another store or version, damaged) and would be refused again on every start."""
+    replayed SNAPSHOT_REFRESH_EVENTS or more past it. A file there that could not be used
+    (another store's or version's, damaged) is replaced only `beside` the store, where it can
+    be no other store's; a file named elsewhere may be shared with another store's processes,
+    and is left as it is."""
     if engine.index.position == 0:
         return False
-    refused = engine.snapshot is None and path.is_file()
-    return refused or engine.replayed >= SNAPSHOT_REFRESH_EVENTS
+    if engine.snapshot is None and path.is_file():
+        return beside
+    return engine.replayed >= SNAPSHOT_REFRESH_EVENTS
 
 
 def keep_snapshot(engine: Engine, path: Path) -> str | None:

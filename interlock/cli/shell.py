@@ -298,7 +298,7 @@ def engine_for(
     except ChainRefused as error:
         raise fail(f"write refused (its transaction stored nothing): {error}", 1) from None
     finally:
-        if answered and kept is not None and snapshot_due(engine, kept):
+        if answered and kept is not None and snapshot_due(engine, kept, beside=not named):
             ctx.call_on_close(lambda: _keep_snapshot(engine, kept))
         else:
             engine.close()

@@ -212,3 +212,20 @@ def test_a_read_command_that_built_an_index_still_exits_with_its_status(store: s
     unknown = run("history", "u-nobody", "--store", store)
     assert unknown.returncode == 1 and "unknown subject 'u-nobody'" in unknown.stderr
     assert unknown.stdout == ""
+
+
+def test_a_named_snapshot_of_another_store_is_used_by_neither_and_left_alone(
+        store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    other = f"sqlite:///{tmp_path}/other.db"
+    assert runner.invoke(app, ["apply", "-", "--store", other],
+                         input=lines(*SETUP, ORDER)).exit_code == 0
+    shared = tmp_path / "shared.snapshot"
+    assert runner.invoke(app, ["snapshot", str(shared), "--store", other]).exit_code == 0
+    theirs = read_info(shared)
+    monkeypatch.setattr("interlock.engine.SNAPSHOT_REFRESH_EVENTS", 1)
+    decided = runner.invoke(app, ["decide", "u-0001", "fable-5", "--json", "--store", store,
+                                  "--snapshot", str(shared)])
+    assert decided.exit_code == 0, decided.output
+    assert json.loads(decided.stdout)["as_of"] > theirs.position  # a full replay of its own
+    assert read_info(shared) == theirs  # the other store's processes still start from it
+    assert not kept(store).exists()
