@@ -91,6 +91,7 @@ def snapshot(
         raise fail(str(error)) from None
     except StoreURLError as error:
         raise fail(f"--store: {error}") from None
+    app.index_built = True
     try:
         written: int | None = None
         while True:

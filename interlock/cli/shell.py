@@ -102,9 +102,10 @@ class Interlock(typer.Typer):
     in one line (exit 1) instead of a traceback."""
 
     index_built = False
-    """Whether the command being run built an access index (`engine_for`): the process then
-    exits without freeing it object by object, which takes seconds at a million subjects; the
-    operating system takes the memory back at once."""
+    """Whether the command being run built an access index (`engine_for`, `indexed_view`,
+    `snapshot`, `replay`, `verify`): the process then exits without freeing it object by
+    object, which takes seconds at a million subjects; the operating system takes the memory
+    back at once."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         self.index_built = False
@@ -412,6 +413,7 @@ def indexed_view(engine: Engine) -> Any:
     """A private index with reach (candidate subjects), replayed with a progress bar."""
     from projections.compliance import load_view
 
+    app.index_built = True
     with progress_bar("reading the store") as advance:
         return load_view(engine.app, progress=advance)
 

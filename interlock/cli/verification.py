@@ -40,6 +40,7 @@ def replay(
     if until is not None and as_of is not None:
         raise fail("give --until or --as-of, not both")
     moment = timestamp_option(until, "--until")
+    app.index_built = True
     with engine_for(ctx, store, catch_up=False) as engine:
         position = as_of if moment is None else audit.position_recorded_by(engine.app, moment)
         with progress_bar("replaying") as advance:
@@ -101,6 +102,7 @@ def verify(
     expected = _expected_head(expect_head)
     anchors = _anchors(checkpoints, server_key)
     url = store or ctx.obj
+    app.index_built = True
     with gc_paused():
         _verify(url, moment, expect_head, expected, anchors, decisions, as_json)
 
