@@ -6,15 +6,19 @@ import os
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from eventsourcing.utils import get_topic
-
-from interlock.persistence import ChainedPostgresProcessRecorder, ChainedSQLiteProcessRecorder
-
 DEFAULT_STORE = "sqlite:///.interlock/interlock.db"
 DEMO_STORE = "sqlite:///.interlock/demo.db"
 """Where `interlock demo` (and `make demo`) writes, unless given --store."""
 STORE_VARIABLE = "INTERLOCK_STORE"
 SNAPSHOT_VARIABLE = "INTERLOCK_SNAPSHOT"
+SNAPSHOT_OFF = "off"
+"""`--snapshot off` / `INTERLOCK_SNAPSHOT=off`: no snapshot is read or written; every engine
+replays the store."""
+SNAPSHOT_SUFFIX = ".snapshot"
+"""The index snapshot kept beside an SQLite store: `interlock.db` → `interlock.db.snapshot`."""
+SNAPSHOT_REFRESH_EVENTS = 10_000
+"""A read command that replayed at least this many events past its snapshot (a second or less
+of replay) writes a fresh one once it has answered, so that the next one replays fewer."""
 
 POSTGRES_OPTIONS = {
     "pool_size": "POSTGRES_POOL_SIZE",
@@ -33,12 +37,14 @@ process holds up to pool_size + max_overflow connections (eventsourcing's defaul
 plus one while it follows the store by LISTEN/NOTIFY; size them against max_connections."""
 
 CHAINED_RECORDERS = {
-    "sqlite": get_topic(ChainedSQLiteProcessRecorder),
-    "postgres": get_topic(ChainedPostgresProcessRecorder),
+    "sqlite": "interlock.persistence.sqlite:ChainedSQLiteProcessRecorder",
+    "postgres": "interlock.persistence.postgres:ChainedPostgresProcessRecorder",
 }
 """eventsourcing's process recorders, extended to seal every stored event into a hash chain in
 the same transaction (`interlock verify`; see interlock/persistence), as the topics
-eventsourcing's `PROCESS_RECORDER_TOPIC` takes."""
+eventsourcing's `PROCESS_RECORDER_TOPIC` takes. Written as topics rather than computed from
+the classes: eventsourcing imports the one a store uses when it opens it, and `interlock.cli`
+does not pay for psycopg on every command."""
 
 
 class StoreURLError(ValueError):
@@ -92,10 +98,22 @@ def is_postgres(url: str) -> bool:
 
 
 def snapshot_path(given: str | Path | None = None) -> Path | None:
-    """The index snapshot to start from: `--snapshot FILE` or `INTERLOCK_SNAPSHOT`; none by
-    default."""
+    """The index snapshot named to start from: `--snapshot FILE` or `INTERLOCK_SNAPSHOT`; none
+    when none is named, or for `off`."""
     value = given or os.environ.get(SNAPSHOT_VARIABLE)
-    return Path(value) if value else None
+    return Path(value) if value and str(value) != SNAPSHOT_OFF else None
+
+
+def kept_snapshot(url: str, given: str | Path | None = None) -> Path | None:
+    """The index snapshot the command line reads from and keeps fresh for the store at `url`:
+    the one named (`snapshot_path`), else the file beside an SQLite store (`SNAPSHOT_SUFFIX`).
+    None for `off`, and for memory: and PostgreSQL stores unless one is named: a database
+    server has no "beside" that every host running the command line shares."""
+    value = given or os.environ.get(SNAPSHOT_VARIABLE)
+    if value:
+        return snapshot_path(value)
+    path = _sqlite_path(url)
+    return None if path is None else Path(path + SNAPSHOT_SUFFIX)
 
 
 def store_environment(url: str) -> dict[str, str]:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from domain.application import Clock, Interlock, SignatureCheck, system_clock
 from interlock.config import (
+    SNAPSHOT_REFRESH_EVENTS,
     StoreMissing,
     is_postgres,
     prepare_store,
@@ -15,13 +17,13 @@ from interlock.config import (
     store_exists,
     store_url,
 )
-from interlock.revocations import RevocationLog
-from interlock.signing import OfficerKeys
 from projections.access_index import AccessIndex
-from projections.enforcement import Enforcer
-from projections.postgres_follower import SubscriptionFollower
-from projections.snapshot import SnapshotInfo, restore_index
 from projections.store_follower import Progress, StoreFollower
+
+if TYPE_CHECKING:  # imported where used: a process that only writes never loads them
+    from interlock.revocations import RevocationLog
+    from projections.enforcement import Enforcer
+    from projections.snapshot import SnapshotInfo
 
 
 @dataclass
@@ -44,9 +46,41 @@ class Engine:
             self.enforcer.emitting = True
         return position
 
+    @property
+    def replayed(self) -> int:
+        """How many events the index has applied since it started (from its snapshot, or from
+        the store's first event)."""
+        return self.index.position - (self.snapshot.position if self.snapshot else 0)
+
     def close(self) -> None:
         self.follower.stop()
         self.app.close()
+
+
+def snapshot_due(engine: Engine, path: Path, beside: bool) -> bool:
+    """Whether `engine`'s index is worth writing to `path`, the snapshot it was offered: it
+    replayed SNAPSHOT_REFRESH_EVENTS or more past it. A file there that could not be used
+    (another store's or version's, damaged) is replaced only `beside` the store, where it can
+    be no other store's; a file named elsewhere may be shared with another store's processes,
+    and is left as it is."""
+    if engine.index.position == 0:
+        return False
+    if engine.snapshot is None and path.is_file():
+        return beside
+    return engine.replayed >= SNAPSHOT_REFRESH_EVENTS
+
+
+def keep_snapshot(engine: Engine, path: Path) -> str | None:
+    """Writes `engine`'s index to `path` (atomically: a reader sees the old file or the new
+    one); the reason, when it cannot be written, is returned rather than raised: the snapshot
+    is derived data, and the command it follows has already answered."""
+    from projections.snapshot import write_snapshot
+
+    try:
+        write_snapshot(engine.index, engine.app.recorder, path)
+    except OSError as error:
+        return f"index snapshot {path} not written: {error.strerror or error}"
+    return None
 
 
 def open_engine(
@@ -80,15 +114,26 @@ def open_engine(
     elif not store_exists(url):
         raise StoreMissing(url)
     if check_signature is None:
+        from interlock.signing import OfficerKeys
+
         check_signature = OfficerKeys.configured()
     app = Interlock(env=env, clock=clock, check_signature=check_signature)
     restored = None
     path = snapshot_path(snapshot) if catch_up and not enforce else None
     if path is not None:
+        from projections.snapshot import restore_index
+
         restored = restore_index(path, app.recorder)
     index, info = restored or (AccessIndex(), None)
-    follower_class = SubscriptionFollower if is_postgres(url) else StoreFollower
+    follower_class = StoreFollower
+    if is_postgres(url):
+        from projections.postgres_follower import SubscriptionFollower
+
+        follower_class = SubscriptionFollower
     if enforce:
+        from interlock.revocations import RevocationLog
+        from projections.enforcement import Enforcer
+
         revocations = RevocationLog(revocation_file)
         enforcer = Enforcer(index, publish=revocations.publish, emitting=False)
         engine = Engine(app, index, follower_class(app, index), revocations, enforcer=enforcer)

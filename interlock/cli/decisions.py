@@ -6,7 +6,6 @@ import sys
 from typing import TYPE_CHECKING, Annotated, BinaryIO
 
 import typer
-from rich.table import Table
 
 from interlock.cli.shell import (
     TOO_LONG,
@@ -48,11 +47,15 @@ def apply(
     """Apply commands; a bad line stops here (exit 2), keeping every line before it.
 
     A repeat of an applied `command_id` (same id, same command) is skipped and counted as
-    `repeated`; the same id with a different command is refused."""
+    `repeated`; the same id with a different command is refused.
+
+    Only the aggregates the commands name are read from the store (never the whole log: the
+    access index is not built), so applying one command costs the same on any store."""
     from domain.commands import CommandConflict, CommandError
 
     bad: list[str] = []
-    with engine_for(ctx, store, create=True) as engine, open_input(file) as stream:
+    with engine_for(ctx, store, catch_up=False, create=True) as engine, \
+            open_input(file) as stream:
         with engine.app.batch() as batch:
             for number, line in input_lines(stream):
                 try:
@@ -162,6 +165,8 @@ def decide_batch(engine: Engine, stream: BinaryIO) -> None:
 
 
 def show_decision(decision: Decision) -> None:
+    from rich.table import Table
+
     colour = {"allow": "green", "deny": "red", "route": "yellow"}[decision.effect]
     headline = (f"[bold {colour}]{decision.effect.upper()}[/] {literal(decision.subject)} → "
                 f"{literal(decision.model)}")

@@ -4,11 +4,9 @@ same store and index as `decide` (projections.compliance)."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.padding import Padding
-from rich.table import Column, Table
 
 from domain.limits import MAX_COMMAND_BYTES
 from interlock.cli.decisions import request_of
@@ -35,6 +33,9 @@ from interlock.cli.shell import (
     timestamp_option,
 )
 
+if TYPE_CHECKING:  # rich is imported where a table is printed
+    from rich.table import Column, Table
+
 
 def _utc(value: str | None) -> str:
     """An ISO timestamp as shown in tables: UTC, to the millisecond."""
@@ -60,6 +61,8 @@ def _effect(verdict: dict[str, Any], cell: bool = False) -> str:
 
 def time_column(header: str) -> Column:
     """A column of times, wide enough for a time's date and clock each on one line."""
+    from rich.table import Column
+
     return Column(header, min_width=len("00:00:00.000Z"), overflow="fold")
 
 
@@ -91,6 +94,8 @@ def history(
 
     A change is listed where the decision at moment τ, with the facts known at τ, differs from
     the one just before: when a fact was recorded, or when a known fact took effect."""
+    from rich.padding import Padding
+
     from projections import compliance
 
     start, end = timestamp_option(from_, "--from"), timestamp_option(to, "--to")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,7 +21,7 @@ from interlock.cli.shell import (
     fail,
     out,
 )
-from interlock.config import DEMO_STORE, StoreMissing, StoreURLError
+from interlock.config import DEMO_STORE, StoreMissing, StoreURLError, kept_snapshot, store_url
 
 
 @app.command()
@@ -59,7 +58,8 @@ def demo(
 def snapshot(
     ctx: typer.Context,
     file: Annotated[
-        str | None, typer.Argument(help="Where to write it; default INTERLOCK_SNAPSHOT.")
+        str | None, typer.Argument(help="Where to write it; default INTERLOCK_SNAPSHOT, else "
+                                   "beside an SQLite store (PATH.snapshot).")
     ] = None,
     every: Annotated[
         float | None,
@@ -76,10 +76,10 @@ def snapshot(
     from interlock.engine import open_engine
     from projections.snapshot import write_snapshot
 
-    target = file or os.environ.get("INTERLOCK_SNAPSHOT")
-    if not target:
-        raise fail("snapshot needs FILE (or INTERLOCK_SNAPSHOT)")
-    path = Path(target)
+    path = kept_snapshot(store_url(store or ctx.obj), file)
+    if path is None:
+        raise fail("snapshot needs FILE (or INTERLOCK_SNAPSHOT; by default only an SQLite "
+                   "store has one beside it)")
     stop = threading.Event()
     if every is not None:
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -91,6 +91,7 @@ def snapshot(
         raise fail(str(error)) from None
     except StoreURLError as error:
         raise fail(f"--store: {error}") from None
+    app.index_built = True
     try:
         written: int | None = None
         while True:

@@ -5,19 +5,14 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich import box
-from rich.markup import escape
-from rich.table import Table
 
 from interlock.cli.shell import emit, engine_for, fail, out
-from interlock.decision_log import DecisionLogError, destination, open_decision_log, replica_id
 
 if TYPE_CHECKING:  # imported by the commands that use them: `interlock --help` stays quick
     from projections.decision_log import DecisionLog, LogAudit, LogQuery
@@ -52,7 +47,11 @@ OPTIONS = {"from": "--from", "to": "--to", "subject": "--subject", "model": "--m
 def opened_log(given: str | None, kafka: str | None, prefix: str,
                durable: bool = False) -> Iterator[DecisionLog]:
     """The decision log at `--log`, refusing what cannot be opened with a reason."""
+    import sqlite3
+
     from kafka.errors import KafkaError
+
+    from interlock.decision_log import DecisionLogError, destination, open_decision_log
 
     dest = destination(given)
     if dest is None:
@@ -101,6 +100,8 @@ def _utc(moment: datetime | None, digits: int = 3) -> str:
 
 
 def _answer(effect: str, reasons: Any) -> str:
+    from rich.markup import escape
+
     colour = {"allow": "green", "deny": "red", "route": "yellow"}.get(effect, "white")
     why = ", ".join(f"{r.code}={r.ref}" if r.ref else r.code for r in reasons)
     return f"[{colour}]{escape(effect)}[/] [dim]{escape(why)}[/]"
@@ -122,6 +123,10 @@ def query_command(
     topic_prefix: PrefixOption = "",
 ) -> None:
     """Served decisions, by served time: JSON lines with --json, a table otherwise."""
+    from rich import box
+    from rich.markup import escape
+    from rich.table import Table
+
     from projections.decision_log import LogReadError, query
 
     asked = log_query(subject=subject, model=model, effect=effect, from_=from_, to=to,
@@ -196,6 +201,8 @@ def audit_command(
 
 
 def _show_audit(report: LogAudit) -> None:
+    from rich.markup import escape
+
     verdict = "[green]ok[/]" if report.ok else "[red]FAILED[/]"
     out.print(f"audit {verdict}: {report.decisions:,} decisions re-decided from the store at "
               f"their as_of (store at position {report.position:,}): {report.agreed:,} agree, "
@@ -237,6 +244,9 @@ def prune_command(
     """Remove entries older than a duration; the prune is recorded in the log.
 
     Each chain stays verifiable from its first kept entry."""
+    from rich.markup import escape
+
+    from interlock.decision_log import replica_id
     from projections.decision_log import parse_duration
 
     try:

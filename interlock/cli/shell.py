@@ -8,22 +8,29 @@ import json
 import os
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, BinaryIO
+from typing import TYPE_CHECKING, Annotated, Any, BinaryIO, NoReturn
 
-import click
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Column, Table
 from typer.core import TyperGroup
 
 from domain.limits import MAX_COMMAND_BYTES
-from interlock.config import StoreMissing, StoreURLError
+from interlock.config import (
+    SNAPSHOT_OFF,
+    StoreMissing,
+    StoreURLError,
+    kept_snapshot,
+    snapshot_path,
+    store_url,
+)
 
 if TYPE_CHECKING:  # imported where a command needs them: `import interlock.cli` stays quick
+    import click
+    from rich.console import Console
+    from rich.table import Column, Table
+
     from domain.commands import Command
     from interlock.engine import Engine
 
@@ -37,7 +44,7 @@ GLOBAL_OPTIONS = ("--store", "--snapshot", "--officer-keys")
 
 def _options_of(command: click.Command) -> set[str]:
     found = {name for param in command.params for name in param.opts}
-    if isinstance(command, click.Group):
+    if isinstance(command, TyperGroup):
         for sub in command.commands.values():
             found |= _options_of(sub)
     return found
@@ -94,13 +101,39 @@ class Interlock(typer.Typer):
     naming the line or option (exit 2); anything that still escapes is a fault of ours, told
     in one line (exit 1) instead of a traceback."""
 
+    index_built = False
+    """Whether the command being run built an access index (`engine_for`, `indexed_view`,
+    `snapshot`, `replay`, `verify`): the process then exits without freeing it object by
+    object, which takes seconds at a million subjects; the operating system takes the memory
+    back at once."""
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.index_built = False
         try:
             return super().__call__(*args, **kwargs)
+        except SystemExit as done:
+            if self.index_built:
+                _exit_at_once(done.code)
+            raise
         except Exception as error:
             sys.stderr.write(f"interlock: internal error: {type(error).__name__}: "
                              f"{str(error)[:500]}\n")
             sys.exit(1)
+
+
+def _exit_at_once(code: object) -> NoReturn:
+    """Ends the process as `sys.exit(code)` would, output flushed, without tearing down the
+    interpreter's objects. Only after a command's engine is closed (nothing else is left to
+    finish: no thread, no open transaction)."""
+    if isinstance(code, str):
+        sys.stderr.write(code + "\n")
+    status = code if isinstance(code, int) else 0 if code is None else 1
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        status = SIGPIPE_EXIT
+    sys.stderr.flush()
+    os._exit(status)
 
 
 app = Interlock(
@@ -110,7 +143,23 @@ app = Interlock(
     cls=InterlockGroup,
     pretty_exceptions_enable=False,
 )
-out = Console(emoji=False)
+
+
+class _FirstUse:
+    """rich's Console, made when a command first prints through it: a command that answers
+    in JSON (or applies commands) never imports rich."""
+
+    _console: Console | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(emoji=False)
+        return getattr(self._console, name)
+
+
+out: Console = _FirstUse()  # type: ignore[assignment]
 """Human output. Every piece of stored data it prints goes through `literal`, so that an id
 like `[/]` or `:smile:` prints as itself instead of as markup."""
 
@@ -200,6 +249,8 @@ def literal(value: object) -> str:
     """Stored data (an id, a source, evidence) as rich markup that prints it as it is: markup
     escaped, and characters that print as nothing or move the cursor (controls, bidi
     overrides, zero-width) written as escapes, so that the id read is the id stored."""
+    from rich.markup import escape
+
     text = str(value)
     if not text.isprintable():
         text = "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
@@ -216,25 +267,57 @@ def engine_for(
     ctx: typer.Context, store: str | None, catch_up: bool = True, create: bool = False
 ) -> Iterator[Engine]:
     """The engine on the chosen store. Only writers `create` it: a read-only command on a
-    store that does not exist stops with exit 2 rather than answer from an empty one."""
+    store that does not exist stops with exit 2 rather than answer from an empty one.
+
+    With `catch_up` (the commands that read the index) the index starts from the snapshot
+    kept beside the store (`kept_snapshot`) and replays only the events after it; when that
+    tail was long, or the file there could not be used, a fresh snapshot is written once the
+    command has answered (`snapshot_due`)."""
     from interlock.auth import ConfigError
-    from interlock.engine import open_engine
+    from interlock.engine import open_engine, snapshot_due
     from projections.chain import ChainRefused
 
+    url = store or ctx.obj
+    kept = kept_snapshot(store_url(url)) if catch_up else None
+    # One not there yet is only worth a warning when it was named: beside the store, it comes
+    # with the first long replay.
+    named = snapshot_path() is not None
+    offered = kept if kept is not None and (named or kept.is_file()) else SNAPSHOT_OFF
     try:
-        engine = open_engine(store or ctx.obj, catch_up=catch_up, create=create)
+        engine = open_engine(url, catch_up=catch_up, create=create, snapshot=offered)
     except StoreMissing as error:
         raise fail(str(error)) from None
     except StoreURLError as error:
         raise fail(f"--store: {error}") from None
     except ConfigError as error:
         raise fail(str(error)) from None
+    app.index_built = app.index_built or catch_up
+    answered = False
     try:
         yield engine
+        answered = True
     except ChainRefused as error:
         raise fail(f"write refused (its transaction stored nothing): {error}", 1) from None
     finally:
+        if answered and kept is not None and snapshot_due(engine, kept, beside=not named):
+            ctx.call_on_close(lambda: _keep_snapshot(engine, kept))
+        else:
+            engine.close()
+
+
+def _keep_snapshot(engine: Engine, path: Path) -> None:
+    """Writes the index the command answered from beside the store, after its answer was
+    printed, then closes its engine."""
+    from interlock.engine import keep_snapshot
+
+    with suppress(BrokenPipeError):  # the answer first; a closed pipe is dealt with after
+        sys.stdout.flush()
+    try:
+        problem = keep_snapshot(engine, path)
+    finally:
         engine.close()
+    if problem is not None:
+        sys.stderr.write(f"note: {problem}\n")
 
 
 @contextmanager
@@ -300,6 +383,8 @@ def table(*headers: str | Column, title: str | None = None) -> Table:
     """A table readable at 80 columns and in pipes: no header is cut (a column is at least as
     wide as its header's longest word), and a cell too long for its column folds onto the
     next line instead of losing its end, so that an id prints whole."""
+    from rich.table import Column, Table
+
     columns = [header if isinstance(header, Column) else Column(
         header, min_width=max(map(len, header.split())), overflow="fold") for header in headers]
     return Table(*columns, title=title, title_justify="left")
@@ -328,6 +413,7 @@ def indexed_view(engine: Engine) -> Any:
     """A private index with reach (candidate subjects), replayed with a progress bar."""
     from projections.compliance import load_view
 
+    app.index_built = True
     with progress_bar("reading the store") as advance:
         return load_view(engine.app, progress=advance)
 
@@ -337,6 +423,7 @@ def progress_bar(label: str) -> Iterator[Any]:
     """A rich progress bar on stderr for a catch-up; yields the `progress` callback."""
     import time
 
+    from rich.console import Console
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,

@@ -40,6 +40,7 @@ def replay(
     if until is not None and as_of is not None:
         raise fail("give --until or --as-of, not both")
     moment = timestamp_option(until, "--until")
+    app.index_built = True
     with engine_for(ctx, store, catch_up=False) as engine:
         position = as_of if moment is None else audit.position_recorded_by(engine.app, moment)
         with progress_bar("replaying") as advance:
@@ -101,6 +102,7 @@ def verify(
     expected = _expected_head(expect_head)
     anchors = _anchors(checkpoints, server_key)
     url = store or ctx.obj
+    app.index_built = True
     with gc_paused():
         _verify(url, moment, expect_head, expected, anchors, decisions, as_json)
 
@@ -336,12 +338,11 @@ def seal(ctx: typer.Context, as_json: JsonOption = False, store: StoreOption = N
 
     Writers refuse to seal such events; this is the operator vouching for them, after checking
     them (`interlock verify`, and `--checkpoints` for what was anchored before)."""
-    from interlock.persistence import ChainedPostgresProcessRecorder, ChainedSQLiteProcessRecorder
+    from interlock.persistence.sealing import ChainSealing
 
     with engine_for(ctx, store, catch_up=False) as engine:
         recorder = engine.app.recorder
-        if not isinstance(recorder, ChainedSQLiteProcessRecorder
-                          | ChainedPostgresProcessRecorder):
+        if not isinstance(recorder, ChainSealing):
             raise fail("seal: this store keeps no hash chain (memory:)")
         first, last, count = recorder.seal_unsealed()
     data = {"sealed": count, "from": first or None, "to": last}
