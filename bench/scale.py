@@ -74,6 +74,16 @@ FLIP_POLL_S = 0.002
 # the figures
 
 
+class Figures(Report):
+    """The run's table, each row also printed as soon as it is measured (a long run that
+    stops half-way still leaves what it measured)."""
+
+    def add(self, row: Row) -> None:
+        super().add(row)
+        cells = "  ".join(cell for cell in (row.interlock, row.cedar, row.ratio) if cell)
+        print(f"FIGURE {row.metric}: {cells}  [{row.target or '-'}] {row.verdict}", flush=True)
+
+
 def rebuild_figures(url: str, subjects: int, snapshot: Path, report: Report) -> None:
     """Memory per subject, rebuild from SQLite (with its breakdown), rebuild from a snapshot."""
     plain = decide.rebuild_in_child(url, "plain")
@@ -355,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
           f"load average {_load()}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC", flush=True)
 
     _, built, fresh = population.cached(cache, options.subjects, report=True)
-    report = Report(peer="peer / floor")
+    report = Figures(peer="peer / floor")
     report.add(Row(f"population: {built.subjects:,} subjects, {built.events:,} events",
                    f"{built.commands_per_s:,.0f} commands/s",
                    "", "", "", "built now" if fresh else f"cached ({built.built_at})"))
