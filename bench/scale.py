@@ -84,8 +84,13 @@ class Figures(Report):
         print(f"FIGURE {row.metric}: {cells}  [{row.target or '-'}] {row.verdict}", flush=True)
 
 
-def rebuild_figures(url: str, subjects: int, snapshot: Path, report: Report) -> None:
-    """Memory per subject, rebuild from SQLite (with its breakdown), rebuild from a snapshot."""
+def rebuild_figures(url: str, subjects: int, snapshot: Path, report: Report,
+                    measure: bool = True) -> None:
+    """Memory per subject, rebuild from SQLite (with its breakdown), rebuild from a snapshot;
+    without `measure`, only the snapshot is written (the flips start replicas from it)."""
+    if not measure:
+        coldstart.snapshot(url, snapshot, 0)
+        return
     plain = decide.rebuild_in_child(url, "plain")
     events, seconds = plain["position"], plain["seconds"]
     report.add(Row("index memory per subject (RSS growth, rebuilt child)",
@@ -192,31 +197,33 @@ def kafka_floor(bootstrap: str, records: int, size: int = FLOOR_RECORD_BYTES) ->
         consumer.close()
 
 
-def flip_figures(url: str, snapshot: Path, runs: int, kafka: bool, report: Report,
-                 floor_records: int) -> None:
-    """The decision flip at the embedded server and, with `kafka`, at a replica (then also the
-    Kafka floor on the same broker, moving `floor_records` records)."""
+def embedded_flip(url: str, runs: int, report: Report) -> None:
+    """The decision flip at the embedded server (`interlock serve`: it replays the store with
+    its kill switch first)."""
     subject = covered_subject()
     with serving(["serve", "--store", url]) as port:
         latencies = decision_flip(url, port, subject, runs)
     report.add(Row(f"decision flip, embedded server (HTTP, {subject}), p50 / p99",
                    _p50_p99(latencies), "", "", "p50 <= 200 ms",
                    verdict(percentile(latencies, 0.5) <= 0.2)))
-    if not kafka:
-        return
+
+
+def replica_flip(url: str, snapshot: Path, runs: int, report: Report) -> None:
+    """The decision flip at a replica started from `snapshot`, the relay publishing what
+    follows it (so the topic does not have to carry the whole history first)."""
     from eventsourcing.persistence import Tracking
 
     from consumers.kafka import Topics, ensure_topics
 
+    subject = covered_subject()
     with killswitch.kafka_broker() as bootstrap:
         prefix = f"scale{uuid.uuid4().hex[:6]}."
         topics = Topics.prefixed(prefix)
         ensure_topics(bootstrap, topics)
         common = ["--kafka", bootstrap, "--topic-prefix", prefix, "--store", url]
-        # The replica starts from the snapshot; the relay publishes what came after it.
-        start = snapshot_position(snapshot)
         writer = open_engine(url, catch_up=False)
-        writer.app.recorder.insert_tracking(Tracking(f"relay:{topics.events}", start))
+        writer.app.recorder.insert_tracking(Tracking(f"relay:{topics.events}",
+                                                     snapshot_position(snapshot)))
         writer.close()
         relay = subprocess.Popen([INTERLOCK, "relay", *common], stderr=subprocess.DEVNULL)
         try:
@@ -226,14 +233,17 @@ def flip_figures(url: str, snapshot: Path, runs: int, kafka: bool, report: Repor
         finally:
             relay.terminate()
             relay.wait(timeout=60)
-        report.add(Row(f"decision flip, replica (serve --follow kafka, {subject}), p50 / p99",
-                       _p50_p99(latencies), "", "", "p50 <= 200 ms",
-                       verdict(percentile(latencies, 0.5) <= 0.2)))
-        if floor_records:
-            seconds = kafka_floor(bootstrap, floor_records)
-            report.add(Row(f"Kafka floor: bare kafka-python, {floor_records:,} records of "
-                           f"{FLOOR_RECORD_BYTES} B", f"{seconds * 1000:,.0f} ms", "", "",
-                           "Interlock <= 2x floor"))
+    report.add(Row(f"decision flip, replica (serve --follow kafka, {subject}), p50 / p99",
+                   _p50_p99(latencies), "", "", "p50 <= 200 ms",
+                   verdict(percentile(latencies, 0.5) <= 0.2)))
+
+
+def floor_figure(records: int, report: Report) -> None:
+    with killswitch.kafka_broker() as bootstrap:
+        seconds = kafka_floor(bootstrap, records)
+    report.add(Row(f"Kafka floor: bare kafka-python, {records:,} records of "
+                   f"{FLOOR_RECORD_BYTES} B", f"{seconds * 1000:,.0f} ms", "", "",
+                   "Interlock <= 2x floor"))
 
 
 def decision_flip(url: str, port: int, subject: str, runs: int) -> list[float]:
@@ -357,6 +367,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="keep the replica flip and the floor, not the kill switch through "
                              "Kafka (its enforcer replays the whole store)")
     parser.add_argument("--skip-cedar", action="store_true")
+    parser.add_argument("--skip-rebuild", action="store_true",
+                        help="no memory, rebuild or snapshot figures (the snapshot is written)")
+    parser.add_argument("--skip-embedded", action="store_true",
+                        help="no embedded kill switch or embedded server flip (each replays "
+                             "the store with its kill switch first)")
     parser.add_argument("--cedar-subjects", type=int, default=10_000)
     options = parser.parse_args(argv)
     cache = options.cache or REPO / ".interlock" / f"scale-{options.subjects}"
@@ -374,13 +389,19 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copy(cache / population.STORE_FILE, work / population.STORE_FILE)
         store = population.store_url(work)
         snapshot = work / "index.snapshot"
-        rebuild_figures(store, built.subjects, snapshot, report)
+        rebuild_figures(store, built.subjects, snapshot, report, not options.skip_rebuild)
         if not options.skip_cedar:
             cedar_figures(options.cedar_subjects, report)
-        revoked = killswitch_embedded(store, options.runs, report)
+        if not options.skip_kafka:
+            replica_flip(store, snapshot, options.runs, report)
+        if not options.skip_embedded:
+            revoked = killswitch_embedded(store, options.runs, report)
+            if not options.skip_kafka:
+                floor_figure(revoked, report)
         if not (options.skip_kafka or options.skip_kafka_killswitch):
             killswitch_kafka(store, options.runs, report)
-        flip_figures(store, snapshot, options.runs, not options.skip_kafka, report, revoked)
+        if not options.skip_embedded:
+            embedded_flip(store, options.runs, report)
     report.add(Row("peak RSS of this process", f"{decide.peak_rss_bytes() / 1e6:,.0f} MB"))
     print(f"\nInterlock at {built.subjects:,} subjects ({built.events:,} events)")
     report.print()
