@@ -369,6 +369,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-cedar", action="store_true")
     parser.add_argument("--skip-rebuild", action="store_true",
                         help="no memory, rebuild or snapshot figures (the snapshot is written)")
+    parser.add_argument("--work", type=Path,
+                        help="keep the run's copy of the store and its snapshot here (default: "
+                             "a temporary directory); a copy already there is used as it is, and "
+                             "with --skip-rebuild its snapshot too")
     parser.add_argument("--skip-embedded", action="store_true",
                         help="no embedded kill switch or embedded server flip (each replays "
                              "the store with its kill switch first)")
@@ -384,12 +388,11 @@ def main(argv: list[str] | None = None) -> int:
     report.add(Row(f"population: {built.subjects:,} subjects, {built.events:,} events",
                    f"{built.commands_per_s:,.0f} commands/s",
                    "", "", "", "built now" if fresh else f"cached ({built.built_at})"))
-    with tempfile.TemporaryDirectory(prefix="interlock-scale-") as directory:
-        work = Path(directory)
-        shutil.copy(cache / population.STORE_FILE, work / population.STORE_FILE)
+    with working_copy(cache, options.work) as work:
         store = population.store_url(work)
         snapshot = work / "index.snapshot"
-        rebuild_figures(store, built.subjects, snapshot, report, not options.skip_rebuild)
+        if not (options.skip_rebuild and snapshot.exists()):
+            rebuild_figures(store, built.subjects, snapshot, report, not options.skip_rebuild)
         if not options.skip_cedar:
             cedar_figures(options.cedar_subjects, report)
         if not options.skip_kafka:
@@ -408,6 +411,21 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  total {time.perf_counter() - started:.0f} s; load average {_load()} at the end "
           f"({os.cpu_count()} CPUs)")
     return 0
+
+
+@contextmanager
+def working_copy(cache: Path, work: Path | None) -> Iterator[Path]:
+    """A directory holding a copy of the cached store, which the run may write to: `work`
+    (copied only when it holds none yet), else a temporary one."""
+    if work is not None:
+        work.mkdir(parents=True, exist_ok=True)
+        if not (work / population.STORE_FILE).exists():
+            shutil.copy(cache / population.STORE_FILE, work / population.STORE_FILE)
+        yield work
+        return
+    with tempfile.TemporaryDirectory(prefix="interlock-scale-") as directory:
+        shutil.copy(cache / population.STORE_FILE, Path(directory) / population.STORE_FILE)
+        yield Path(directory)
 
 
 def _load() -> str:
