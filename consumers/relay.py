@@ -205,7 +205,10 @@ class Relay:
             return Unpublishable(notification.id, what, f"{len(value):,} bytes, over the "
                                  f"{self.limit:,}-byte limit of {self.topic}")
 
-    def run(self, stop: threading.Event, interval: float = 0.05) -> None:
+    def run(self, stop: threading.Event, interval: float = 0.01) -> None:
+        """Publishes until `stop`, looking for new events every `interval` seconds when idle:
+        that wait is on every order's way to the replicas (half of it on average), and an
+        idle look is one indexed query."""
         backoff = Backoff()
         while not stop.is_set():
             try:

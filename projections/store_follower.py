@@ -17,6 +17,7 @@ from eventsourcing.application import Application
 from eventsourcing.persistence import Notification
 
 from projections.access_index import AccessIndex
+from projections.event_pages import PageDecoder, read_rows
 from projections.gc_pause import gc_paused
 
 Progress = Callable[[int, int], None]
@@ -30,11 +31,13 @@ class StoreFollower:
         self,
         app: Application[UUID],
         index: AccessIndex,
-        page_size: int = 5000,
+        page_size: int = 20_000,
     ) -> None:
         self.app = app
         self.index = index
         self.page_size = page_size
+        """Events read and decoded at a time (a page of 20k takes a few MB)."""
+        self.decoder = PageDecoder(app)
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._catching_up = threading.Lock()
@@ -60,12 +63,10 @@ class StoreFollower:
         if until is not None:
             last = min(last, until)
         while index.position < last:
-            page = recorder.select_notifications(
-                start=index.position, limit=self.page_size, stop=last, inclusive_of_start=False
-            )
-            if not page:
+            rows = read_rows(self.app, index.position, self.page_size, stop=last)
+            if not rows:
                 break
-            self._apply(page)
+            index.apply_all(self.decoder.decode(rows))
             if progress is not None:
                 progress(index.position, last)
         return index.position
@@ -74,8 +75,8 @@ class StoreFollower:
         """Applies notifications that follow the index's position, in order; the caller holds
         `_catching_up`. Shared with followers that are pushed notifications rather than polling
         for them."""
-        to_domain_event = self.app.mapper.to_domain_event
-        self.index.apply_all((to_domain_event(n), n.id) for n in page)
+        self.index.apply_all(self.decoder.decode(
+            [(n.id, n.originator_id, n.originator_version, n.topic, n.state) for n in page]))
 
     def follow(self, interval: float = 0.05) -> None:
         """Starts a daemon thread that keeps catching up until `stop()`."""

@@ -16,6 +16,7 @@ from domain.commands import parse_command
 from interlock.demo import MODELS, ORDER_COMMAND, synthetic_population
 from interlock.engine import open_engine
 from projections.access_index import AccessIndex
+from projections.store_follower import StoreFollower
 
 pytestmark = pytest.mark.kafka
 
@@ -52,6 +53,48 @@ def test_replica_follows_the_events_topic_and_ignores_duplicates(
                 assert replica.index.decide(subject, model, at=now) == engine.index.decide(
                     subject, model, at=now
                 )
+    finally:
+        replica.stop()
+        relay.close()
+        engine.close()
+
+
+@pytest.mark.parametrize("started_at", [1, 200, -1])
+def test_a_replica_started_from_a_snapshot_reads_only_the_records_after_it(
+    kafka_bootstrap: str, tmp_path: Path, started_at: int
+) -> None:
+    topics = Topics.prefixed(f"s{uuid.uuid4().hex[:8]}.")
+    ensure_topics(kafka_bootstrap, topics)
+    engine = open_engine(f"sqlite:///{tmp_path}/store.db", catch_up=False)
+    commands = [parse_command(c) for c in synthetic_population(100).commands]
+    relay = Relay(engine.app, kafka_bootstrap, topics, batch_size=50)  # many transactions
+    for start in range(0, len(commands), 40):
+        engine.app.apply_all(commands[start:start + 40])
+        while relay.publish():
+            pass
+    last = engine.app.position
+    position = last if started_at == -1 else started_at
+    index = AccessIndex()
+    StoreFollower(engine.app, index).catch_up(until=position)  # as a snapshot would hold it
+
+    replica = EventsFollower(index, kafka_bootstrap, topics)
+    read: list[int] = []
+    polled = replica.consumer.poll
+
+    def counted(*args: object, **kwargs: object) -> dict:
+        found = polled(*args, **kwargs)
+        read.extend(r.offset for batch in found.values() for r in batch)
+        return found
+
+    replica.consumer.poll = counted  # type: ignore[method-assign]
+    try:
+        assert replica.catch_up() == last
+        assert len(read) == last - position  # not one record at or before the snapshot
+        engine.catch_up()
+        now = datetime.now(UTC)
+        for subject in engine.index.facts.subjects:
+            assert replica.index.decide(subject, "fable-5", at=now) == engine.index.decide(
+                subject, "fable-5", at=now)
     finally:
         replica.stop()
         relay.close()
