@@ -133,7 +133,7 @@ class Packer:
         partition_of = self.partitioner
         for group, subjects, ats in _merged(groups):
             partitions = partition_of.of_all(subjects)
-            base = len(encode(group.kind, _record(group, [""], [])))
+            base = len(encode(group.kind, _record(group, [""], [], group.at)))
             mixed = ats is not None
             for partition in sorted(set(partitions)):
                 mine = [s for s, p in zip(subjects, partitions, strict=True) if p == partition]
@@ -141,10 +141,11 @@ class Packer:
                     a for a, p in zip(ats, partitions, strict=True) if p == partition]
                 for start, end in self._chunks(mine, base, mixed):
                     chunk = times[start:end]
-                    if len(set(chunk)) <= 1:
+                    at = chunk[0] if chunk else group.at
+                    if len(set(chunk)) <= 1:  # one valid time for all: `at` says it
                         chunk = []
                     packed.append(EnforcementRecord(
-                        group.kind, partition, _record(group, mine[start:end], chunk)))
+                        group.kind, partition, _record(group, mine[start:end], chunk, at)))
         return packed
 
     def _chunks(self, subjects: list[str], base: int, mixed: bool) -> Iterable[tuple[int, int]]:
@@ -199,9 +200,10 @@ def _merged(groups: Iterable[ChangeGroup]
             for group, subjects, ats in merged.values()]
 
 
-def _record(group: ChangeGroup, subjects: list[str], ats: list[datetime]) -> dict[str, Any]:
-    """The Avro record of a group's changes to `subjects` (from `ats`, when they differ);
-    `first` exists in access_restored only."""
+def _record(group: ChangeGroup, subjects: list[str], ats: list[datetime], at: datetime
+            ) -> dict[str, Any]:
+    """The Avro record of a group's changes to `subjects`, from `at` (the first subject's;
+    each one's in `ats` when they differ); `first` exists in access_restored only."""
     record = {
         "subject": subjects[0],
         "subjects": subjects,
@@ -211,7 +213,7 @@ def _record(group: ChangeGroup, subjects: list[str], ats: list[datetime]) -> dic
         "route_to": group.route_to,
         "disclosed": group.disclosed,
         "reasons": reasons_json(group.reasons),
-        "at": ats[0] if ats else group.at,
+        "at": at,
         "position": group.position,
         "received_at": group.received_at,
         "recorded_at": group.recorded_at,

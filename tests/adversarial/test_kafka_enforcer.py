@@ -184,3 +184,11 @@ def test_changes_alike_but_for_their_valid_time_share_records() -> None:
     changes = [c for r in records for c in changes_of(*decode(r.encode()))]
     assert sorted((c["subject"], c["at"]) for c in changes) == sorted(
         (g.subjects[0], g.at) for g in groups)
+    early, late = (group(["u-1"]), group([s for s in (f"u-{n}" for n in range(2, 50))
+                                          if partition_of(s) != partition_of("u-1")]))
+    late = ChangeGroup(*(NOW + timedelta(hours=1) if f == "at" else getattr(late, f)
+                         for f in ChangeGroup.__slots__))
+    records = Packer(partition_of).records([early, late])
+    changes = [c for r in records for c in changes_of(*decode(r.encode()))]
+    assert {(c["subject"], c["at"]) for c in changes} == {
+        ("u-1", NOW), *((s, NOW + timedelta(hours=1)) for s in late.subjects)}

@@ -152,6 +152,27 @@ def enforced_to(bootstrap: str, topics: Topics, groups: list[str], position: int
         time.sleep(0.5)
 
 
+def settled(bootstrap: str, topic: str, partitions: int, timeout: float = 60) -> None:
+    """Waits until no transaction is open on the topic (its last stable offsets reach its
+    ends): a group's committed offset can be seen before the markers of the transaction that
+    committed it reach the data partitions."""
+    assigned = [TopicPartition(topic, p) for p in range(partitions)]
+    deadline = time.monotonic() + timeout
+    while True:
+        ends = {}
+        for isolation in ("read_committed", "read_uncommitted"):
+            consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                                     enable_auto_commit=False, isolation_level=isolation)
+            try:
+                ends[isolation] = consumer.end_offsets(assigned)
+            finally:
+                consumer.close()
+        if ends["read_committed"] == ends["read_uncommitted"]:
+            return
+        assert time.monotonic() < deadline, f"{topic}: a transaction stays open"
+        time.sleep(0.5)
+
+
 def _committed(bootstrap: str, group: str, partition: TopicPartition) -> int:
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
                              enable_auto_commit=False)
@@ -208,6 +229,7 @@ def test_two_shards_publish_what_one_enforcer_does_across_a_sigkill(
     sequences: dict[str, dict[tuple[str, str], list[tuple[Any, ...]]]] = {}
     completions: dict[str, list[dict[str, Any]]] = {}
     for label, topics in (("one", one), ("two", two)):
+        settled(kafka_bootstrap, topics.enforcement, ENFORCEMENT_PARTITIONS)
         records = read_all(kafka_bootstrap, topics.enforcement, ENFORCEMENT_PARTITIONS)
         published[label], sequences[label], completions[label] = Counter(), defaultdict(list), []
         for record in records:
