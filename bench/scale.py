@@ -32,12 +32,9 @@ import argparse
 import json
 import os
 import shutil
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -64,7 +61,6 @@ from interlock.engine import open_engine  # noqa: E402
 INTERLOCK = str(Path(sys.executable).with_name("interlock"))
 MODEL = "fable-5"
 """The model the flip is asked about: the order covers it."""
-FLOOR_RECORD_BYTES = 200
 """Size of one floor record: about one per-pair enforcement record in Avro."""
 FLIP_POLL_S = 0.002
 """Pause between two decide requests while waiting for the flip."""
@@ -89,7 +85,7 @@ def rebuild_figures(url: str, subjects: int, snapshot: Path, report: Report,
     """Memory per subject, rebuild from SQLite (with its breakdown), rebuild from a snapshot;
     without `measure`, only the snapshot is written (the flips start replicas from it)."""
     if not measure:
-        coldstart.snapshot(url, snapshot, 0)
+        coldstart.snapshot_behind(url, snapshot, 0)
         return
     plain = decide.rebuild_in_child(url, "plain")
     events, seconds = plain["position"], plain["seconds"]
@@ -106,7 +102,7 @@ def rebuild_figures(url: str, subjects: int, snapshot: Path, report: Report,
         report.add(Row(f"  {step} ({what}; gc off) vs eventsourcing per-row",
                        f"{events / pages[step]:,.0f}/s", f"{events / mapper[step]:,.0f}/s",
                        f"{mapper[step] / pages[step]:.1f}x"))
-    coldstart.snapshot(url, snapshot, 0)
+    coldstart.snapshot_behind(url, snapshot, 0)
     restored = decide.rebuild_in_child(url, "snapshot", snapshot)
     report.add(Row(f"rebuild from a snapshot (+{restored['tail']:,} tail events)",
                    f"{restored['seconds']:.1f} s (load {restored['load_seconds']:.1f} s)",
@@ -133,68 +129,32 @@ def cedar_figures(subjects: int, report: Report) -> None:
                    verdict(agreed == compared)))
 
 
-def killswitch_embedded(url: str, runs: int, report: Report) -> int:
-    """Returns how many revocations one order made (the floor moves as many records)."""
-    latencies, revoked = killswitch.embedded(url, runs)
+def killswitch_embedded(url: str, runs: int, report: Report) -> None:
+    latencies, flips, cpu, revoked = killswitch.embedded(url, runs)
     report.add(Row(f"kill switch embedded, p50 / p99 of {runs} ({revoked:,} revocations)",
                    _p50_p99(latencies), "", "", "p50 <= 1 s at 1M",
                    verdict(percentile(latencies, 0.5) <= 1.0)))
-    return revoked
+    report.add(Row("  of which the follower thread's CPU time", _p50_p99(cpu)))
+    report.add(Row("  decision flip in the same engine (order → decide answers deny)",
+                   _p50_p99(flips), "", "", "p50 <= 200 ms",
+                   verdict(percentile(flips, 0.5) <= 0.2)))
 
 
-def killswitch_kafka(url: str, runs: int, report: Report) -> None:
-    events = _position(url)
-    latencies, compute, revoked = killswitch.through_kafka(url, runs, events)
-    report.add(Row(f"kill switch through Kafka, p50 / p99 of {runs} ({revoked:,} revocations)",
-                   _p50_p99(latencies), "", "", "p50 <= 5 s at 1M",
+def killswitch_kafka(url: str, runs: int, shards: int, report: Report) -> None:
+    """bench/killswitch.py's Kafka set-up: latency to the order's last completion record,
+    beside the bare kafka-python floor moving the same records, measured in the same run."""
+    enforced, floors, catch_up = killswitch.through_kafka(url, runs, _position(url), shards)
+    latencies = [run.latency for run in enforced]
+    report.add(Row(f"kill switch through Kafka ({shards} shard(s)), p50 / p99 of {runs} "
+                   f"({enforced[-1].changes:,} revocations, {len(enforced[-1].sizes):,} records)",
+                   _p50_p99(latencies), _p50_p99(floors),
+                   f"{percentile(latencies, 0.5) / percentile(floors, 0.5):.1f}x",
+                   "p50 <= 5 s at 1M; <= 2x floor",
                    verdict(percentile(latencies, 0.5) <= 5.0)))
-    report.add(Row("  of which the enforcer (emitted - recorded), median / max",
-                   f"{statistics.median(compute) * 1000:,.0f} / {max(compute) * 1000:,.0f} ms"))
-
-
-def kafka_floor(bootstrap: str, records: int, size: int = FLOOR_RECORD_BYTES) -> float:
-    """Seconds for a bare kafka-python producer and consumer to move `records` records of
-    `size` bytes end to end (first send to last read) on a fresh one-partition topic."""
-    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-    from kafka.admin import KafkaAdminClient, NewTopic
-
-    topic = f"floor-{uuid.uuid4().hex[:8]}"
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    admin.create_topics([NewTopic(topic, 1, 1)])
-    admin.close()
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                             enable_auto_commit=False, fetch_max_bytes=50 * 1024 * 1024,
-                             max_partition_fetch_bytes=10 * 1024 * 1024)
-    partition = TopicPartition(topic, 0)
-    consumer.assign([partition])
-    consumer.seek(partition, 0)
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, batch_size=512 * 1024,
-                             acks=1)
-    value = b"x" * size
-    received = 0
-    done = threading.Event()
-
-    def consume() -> None:
-        nonlocal received
-        while received < records:
-            for batch in consumer.poll(100, max_records=100_000).values():
-                received += len(batch)
-        done.set()
-
-    try:
-        consumer.poll(0)
-        reader = threading.Thread(target=consume, daemon=True)
-        started = time.perf_counter()
-        reader.start()
-        for number in range(records):
-            producer.send(topic, key=str(number).encode(), value=value)
-        producer.flush()
-        if not done.wait(300):
-            raise TimeoutError(f"the floor read {received:,} of {records:,} records")
-        return time.perf_counter() - started
-    finally:
-        producer.close()
-        consumer.close()
+    report.add(Row("  of which the enforcer (completion emitted - order recorded)",
+                   _p50_p99([run.enforcer for run in enforced])))
+    report.add(Row("  new enforcer shards replaying the store, to a first completion",
+                   f"{catch_up:,.1f} s"))
 
 
 def embedded_flip(url: str, runs: int, report: Report) -> None:
@@ -236,14 +196,6 @@ def replica_flip(url: str, snapshot: Path, runs: int, report: Report) -> None:
     report.add(Row(f"decision flip, replica (serve --follow kafka, {subject}), p50 / p99",
                    _p50_p99(latencies), "", "", "p50 <= 200 ms",
                    verdict(percentile(latencies, 0.5) <= 0.2)))
-
-
-def floor_figure(records: int, report: Report) -> None:
-    with killswitch.kafka_broker() as bootstrap:
-        seconds = kafka_floor(bootstrap, records)
-    report.add(Row(f"Kafka floor: bare kafka-python, {records:,} records of "
-                   f"{FLOOR_RECORD_BYTES} B", f"{seconds * 1000:,.0f} ms", "", "",
-                   "Interlock <= 2x floor"))
 
 
 def decision_flip(url: str, port: int, subject: str, runs: int) -> list[float]:
@@ -292,7 +244,7 @@ def wait_for(connection: http.client.HTTPConnection, subject: str, effect: str,
 def serving(arguments: list[str], env: dict[str, str] | None = None,
             timeout: float = 1800.0) -> Iterator[int]:
     """`interlock ARGUMENTS --port P` until it answers /readyz; yields P, then stops it."""
-    port = free_port()
+    port = killswitch.free_port()
     process = subprocess.Popen([INTERLOCK, *arguments, "--port", str(port)],
                                env={**os.environ, **(env or {})}, stderr=subprocess.PIPE)
     try:
@@ -321,12 +273,6 @@ def ready(port: int) -> bool:
         return connection.getresponse().status == 200
     except OSError:
         return False
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def covered_subject() -> str:
@@ -374,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-kafka-killswitch", action="store_true",
                         help="keep the replica flip and the floor, not the kill switch through "
                              "Kafka (its enforcer replays the whole store)")
+    parser.add_argument("--shards", type=int, default=2,
+                        help="enforcer shards in the Kafka kill switch (docker-compose runs 2)")
     parser.add_argument("--skip-cedar", action="store_true")
     parser.add_argument("--skip-rebuild", action="store_true",
                         help="no memory, rebuild or snapshot figures (the snapshot is written)")
@@ -406,11 +354,9 @@ def main(argv: list[str] | None = None) -> int:
         if not options.skip_kafka:
             replica_flip(store, snapshot, options.runs, report)
         if not options.skip_embedded:
-            revoked = killswitch_embedded(store, options.runs, report)
-            if not options.skip_kafka:
-                floor_figure(revoked, report)
+            killswitch_embedded(store, options.runs, report)
         if not (options.skip_kafka or options.skip_kafka_killswitch):
-            killswitch_kafka(store, options.runs, report)
+            killswitch_kafka(store, options.runs, options.shards, report)
         if not options.skip_embedded:
             embedded_flip(store, options.runs, report)
     report.add(Row("peak RSS of this process", f"{decide.peak_rss_bytes() / 1e6:,.0f} MB"))
