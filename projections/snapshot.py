@@ -41,6 +41,7 @@ from typing import Any
 from eventsourcing.persistence import ApplicationRecorder
 
 from domain import facts as facts_module
+from domain import histories as histories_module
 from domain import subjects as subjects_module
 from domain.facts import DirectiveFacts, EntitlementFacts, FactBase, ModelFacts
 from domain.subjects import Granted, GrantRevoked, Profile, Stated, SubjectRecord, Withdrawn
@@ -99,8 +100,9 @@ _DISPATCH.update({cls: _reducer(cls) for cls in _CLASSES})
 @cache
 def layout() -> str:
     """A digest of what a snapshot stores and of the code that gives it meaning: the fact
-    base's fields and the source of `domain.facts`. Any change to either refuses older
-    snapshots (one full replay after an upgrade) rather than risk misreading them."""
+    base's fields and the source of `domain.facts`, `domain.histories` and `domain.subjects`.
+    Any change to either refuses older snapshots (one full replay after an upgrade) rather
+    than risk misreading them."""
     shape: dict[str, Any] = {
         cls.__qualname__: [f.name for f in dataclasses.fields(cls)] for cls in _CLASSES
     }
@@ -108,6 +110,7 @@ def layout() -> str:
     shape["FactBase"] = sorted(vars(FactBase()))
     digest = hashlib.sha256(json.dumps([FORMAT, shape], sort_keys=True).encode())
     digest.update(Path(facts_module.__file__ or "").read_bytes())
+    digest.update(Path(histories_module.__file__ or "").read_bytes())
     digest.update(Path(subjects_module.__file__ or "").read_bytes())
     return digest.hexdigest()[:16]
 
