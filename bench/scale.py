@@ -200,7 +200,10 @@ def replica_flip(url: str, snapshot: Path, runs: int, report: Report) -> None:
 
 def decision_flip(url: str, port: int, subject: str, runs: int) -> list[float]:
     """Seconds from recording an order in the store to the server at `port` answering deny
-    for `subject`, per run; each order is lifted (and allow seen again) before the next."""
+    for `subject`, per run; each order is lifted (and allow seen again) before the next, and
+    an embedded server's kill switch has finished the lift's fan-out (`enforced_position`):
+    the flip of an order that arrives while the server is otherwise idle. (An order that
+    arrives during another event's fan-out is applied when that fan-out ends.)"""
     writer = open_engine(url, catch_up=False)
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     latencies = []
@@ -208,6 +211,7 @@ def decision_flip(url: str, port: int, subject: str, runs: int) -> list[float]:
         for run in range(runs):
             name = killswitch.order_name("flip", run)
             wait_for(connection, subject, "allow")
+            wait_enforced(connection, writer.app.position)
             started = time.perf_counter()
             writer.app.apply(parse_command(killswitch.order(name)))
             wait_for(connection, subject, "deny")
@@ -238,6 +242,21 @@ def wait_for(connection: http.client.HTTPConnection, subject: str, effect: str,
             raise TimeoutError(f"{subject} is not {effect} after {timeout:.0f} s: "
                                f"{status} {data[:200]!r}")
         time.sleep(FLIP_POLL_S)
+
+
+def wait_enforced(connection: http.client.HTTPConnection, position: int,
+                  timeout: float = 300.0) -> None:
+    """Until the server's kill switch (if it has one) has published up to `position`."""
+    deadline = time.perf_counter() + timeout
+    while True:
+        connection.request("GET", "/v1/position")
+        enforced = json.loads(connection.getresponse().read()).get("enforced_position")
+        if enforced is None or enforced >= position:
+            return
+        if time.perf_counter() > deadline:
+            raise TimeoutError(f"the kill switch is at {enforced}, not {position}, "
+                               f"after {timeout:.0f} s")
+        time.sleep(0.05)
 
 
 @contextmanager

@@ -40,7 +40,7 @@ from domain.aggregates import Directive
 from domain.application import Clock, system_clock
 from domain.limits import MAX_ENFORCEMENT_RECORD_BYTES
 from projections.access_index import AccessIndex
-from projections.enforcement import ChangeGroup, Enforcer, grouped
+from projections.enforcement import ChangeGroup, Enforcer
 from projections.gc_pause import gc_paused
 from schemas.records import decode_event
 
@@ -161,7 +161,7 @@ class EnforcerProcess:
                 index.apply_all(live)
                 out += self._enforced(live, self.enforcer.take_groups())
             if caught_up and (live or not records):
-                out += self._came(grouped(self.enforcer.tick()))
+                out += self._came(self.enforcer.tick_groups())
             if records and records[-1].offset >= self.enforced_offset:
                 self._publish(out, records[-1].offset + 1)
             elif out:

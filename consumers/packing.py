@@ -2,7 +2,7 @@
 
 The kill switch hands its changes as `projections.enforcement.ChangeGroup`s (one cause, one
 model, one verdict, many subjects). On the wire each group becomes `access_revoked` /
-`access_restored` records (schema v2 / v3) that list their subjects: the group is split by the
+`access_restored` records (schema v2 / v4) that list their subjects: the group is split by the
 partition each subject would go to if the record were keyed by subject (kafka-python's
 DefaultPartitioner: murmur2 of the subject's UTF-8 bytes, modulo the partition count), then
 by MAX_ENFORCEMENT_RECORD_BYTES. A subject's changes therefore stay in one partition, in
@@ -30,7 +30,7 @@ from typing import Any
 
 from domain.decision import reasons_json
 from domain.limits import MAX_ENFORCEMENT_RECORD_BYTES
-from projections.enforcement import ChangeGroup
+from projections.enforcement import ChangeGroup, citing
 from schemas.codec import encode
 
 ENFORCEMENT_PARTITIONS = 3
@@ -131,27 +131,35 @@ class Packer:
         records (each subject's `at` in `ats`), then by partition, then by size."""
         packed: list[EnforcementRecord] = []
         partition_of = self.partitioner
-        for group, subjects, ats in _merged(groups):
+        for group, subjects, ats, cites in _merged(groups):
             partitions = partition_of.of_all(subjects)
-            base = len(encode(group.kind, _record(group, [""], [], group.at)))
+            base = len(encode(group.kind, _record(group, [""], [], group.at, [])))
             mixed = ats is not None
             for partition in sorted(set(partitions)):
                 mine = [s for s, p in zip(subjects, partitions, strict=True) if p == partition]
                 times = [] if ats is None else [
                     a for a, p in zip(ats, partitions, strict=True) if p == partition]
-                for start, end in self._chunks(mine, base, mixed):
+                theirs = [] if cites is None else [
+                    c for c, p in zip(cites, partitions, strict=True) if p == partition]
+                for start, end in self._chunks(mine, base, mixed, theirs):
                     chunk = times[start:end]
                     at = chunk[0] if chunk else group.at
                     if len(set(chunk)) <= 1:  # one valid time for all: `at` says it
                         chunk = []
-                    packed.append(EnforcementRecord(
-                        group.kind, partition, _record(group, mine[start:end], chunk, at)))
+                    packed.append(EnforcementRecord(group.kind, partition, _record(
+                        group, mine[start:end], chunk, at, theirs[start:end])))
         return packed
 
-    def _chunks(self, subjects: list[str], base: int, mixed: bool) -> Iterable[tuple[int, int]]:
+    def _chunks(self, subjects: list[str], base: int, mixed: bool, cites: list[str]
+                ) -> Iterable[tuple[int, int]]:
         """Where to cut `subjects` so that each record stays within the bound (its first
-        subject is written twice: as `subject` too; with `mixed`, each has its `at` too)."""
+        subject is written twice: as `subject` too; with `mixed`, each has its `at` too; with
+        `cites`, its entitlement too, the first one twice: in `reasons` too)."""
         overhead = _SUBJECT_OVERHEAD + (_AT_BYTES if mixed else 0)
+        if cites:
+            overhead += _SUBJECT_OVERHEAD
+            base += len(max(cites, key=len).encode())
+            subjects = [subject + cited for subject, cited in zip(subjects, cites, strict=True)]
         total = len("".join(subjects).encode()) + overhead * len(subjects)
         if base + len(subjects[0].encode()) + overhead + total <= self.limit:
             yield 0, len(subjects)  # the usual case: one record
@@ -181,29 +189,35 @@ class Packer:
         }) for partition, (written, changes) in counts.items()]
 
 
-def _merged(groups: Iterable[ChangeGroup]
-            ) -> list[tuple[ChangeGroup, list[str], list[datetime] | None]]:
-    """Groups alike but for `at`, as one: (the first of them, every subject, each subject's
-    `at`, or None when they share one), in the order each first appears."""
-    merged: dict[tuple[Any, ...], tuple[ChangeGroup, list[str], list[datetime]]] = {}
+def _merged(groups: Iterable[ChangeGroup]) -> list[
+    tuple[ChangeGroup, list[str], list[datetime] | None, list[str] | None]
+]:
+    """Groups alike but for `at` and what each subject cites, as one: (the first of them,
+    every subject, each subject's `at` or None when they share one, each subject's cited
+    entitlement or None when they cite none of their own), in the order each first appears."""
+    merged: dict[tuple[Any, ...], tuple[ChangeGroup, list[str], list[datetime], list[str]]] = {}
     for group in groups:
         key = (group.kind, group.model, group.effect, group.route_to, group.disclosed,
-               group.reasons, group.position, group.received_at, group.recorded_at,
+               group.shape, group.position, group.received_at, group.recorded_at,
                group.emitted_at, group.first)
         found = merged.get(key)
         if found is None:
-            merged[key] = (group, list(group.subjects), [group.at] * len(group.subjects))
+            merged[key] = (group, list(group.subjects), [group.at] * len(group.subjects),
+                           list(group.cites))
         else:
             found[1].extend(group.subjects)
             found[2].extend([group.at] * len(group.subjects))
-    return [(group, subjects, ats if len(set(ats)) > 1 else None)
-            for group, subjects, ats in merged.values()]
+            found[3].extend(group.cites)
+    return [(group, subjects, ats if len(set(ats)) > 1 else None, cites or None)
+            for group, subjects, ats, cites in merged.values()]
 
 
-def _record(group: ChangeGroup, subjects: list[str], ats: list[datetime], at: datetime
-            ) -> dict[str, Any]:
+def _record(group: ChangeGroup, subjects: list[str], ats: list[datetime], at: datetime,
+            cites: list[str]) -> dict[str, Any]:
     """The Avro record of a group's changes to `subjects`, from `at` (the first subject's;
-    each one's in `ats` when they differ); `first` exists in access_restored only."""
+    each one's in `ats` when they differ), the reasons the first subject's (each one's cited
+    entitlement in `cites`); `first` and `cites` exist in access_restored only."""
+    reasons = group.reasons if not cites else citing(group.reasons, cites[0])
     record = {
         "subject": subjects[0],
         "subjects": subjects,
@@ -212,7 +226,7 @@ def _record(group: ChangeGroup, subjects: list[str], ats: list[datetime], at: da
         "effect": group.effect,
         "route_to": group.route_to,
         "disclosed": group.disclosed,
-        "reasons": reasons_json(group.reasons),
+        "reasons": reasons_json(reasons),
         "at": at,
         "position": group.position,
         "received_at": group.received_at,
@@ -221,14 +235,21 @@ def _record(group: ChangeGroup, subjects: list[str], ats: list[datetime], at: da
     }
     if group.kind == "access_restored":
         record["first"] = group.first
+        record["cites"] = cites
     return record
 
 
 def changes_of(name: str, record: dict[str, Any]) -> list[dict[str, Any]]:
     """A decoded `access_revoked` / `access_restored` record as one record per subject, as
-    versions before packing wrote them (`subjects` empty there: the one `subject`)."""
+    versions before packing wrote them (`subjects` empty there: the one `subject`), each with
+    its own reasons (`cites`: the ref of its `entitled` reason)."""
     subjects = record.get("subjects") or [record["subject"]]
     ats = record.get("ats") or [record["at"]] * len(subjects)
-    single = {key: value for key, value in record.items() if key not in ("subjects", "ats")}
-    return [{**single, "subject": subject, "at": at}
-            for subject, at in zip(subjects, ats, strict=True)]
+    cites = record.get("cites") or [None] * len(subjects)
+    single = {key: value for key, value in record.items()
+              if key not in ("subjects", "ats", "cites")}
+    return [{**single, "subject": subject, "at": at,
+             **({} if cited is None else {"reasons": [
+                 {**reason, "ref": cited} if reason["code"] == "entitled" else reason
+                 for reason in record["reasons"]]})}
+            for subject, at, cited in zip(subjects, ats, cites, strict=True)]

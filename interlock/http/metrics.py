@@ -4,7 +4,7 @@ one test process do not collide). With `--workers N` each worker counts for itse
 from __future__ import annotations
 
 from collections import Counter as Tally
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -60,6 +60,7 @@ class Metrics:
             "over the limit, 422: malformed, 409: conflict or behind, 503: no stream slot or "
             "not ready).", ["status"], registry=self.registry,
         )
+        self._enforced: Gauge | None = None
         self.streams = Gauge(
             "interlock_enforcement_streams", "Open /v1/enforcement/stream connections.",
             registry=self.registry,
@@ -81,6 +82,16 @@ class Metrics:
         self.lag_positions.set(lag.positions)
         self.lag_seconds.set(lag.seconds)
         self.index_position.set(lag.index_position)
+
+    def show_enforcement(self, enforced_position: Callable[[], int]) -> None:
+        """Embedded mode: where the in-process kill switch has got to, read at each scrape
+        (again on each start of the app: a restarted engine has a new kill switch)."""
+        if self._enforced is None:
+            self._enforced = Gauge(
+                "interlock_enforced_position", "Embedded mode: the last position whose access "
+                "changes the kill switch has published.", registry=self.registry,
+            )
+        self._enforced.set_function(enforced_position)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

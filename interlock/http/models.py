@@ -128,6 +128,9 @@ class PositionOut(_Body):
     """The last stored event's position."""
     index_position: Position
     """The last event this replica's index has applied: decisions are `as_of` it."""
+    enforced_position: Position | None = None
+    """Embedded mode: the last position whose access changes the in-process kill switch has
+    published (it trails `index_position` while an order fans out); null on a replica."""
 
 
 class HealthOut(_Body):

@@ -131,7 +131,8 @@ async def _records_as_events(
 def position(service: ServiceDep) -> PositionOut:
     """The store's last position and this replica's index position. Any role."""
     return PositionOut(position=service.engine.app.position,
-                       index_position=service.index.position)
+                       index_position=service.index.position,
+                       enforced_position=service.enforced_position)
 
 
 # Health and readiness read memory only, so they run on the event loop: no thread pool,

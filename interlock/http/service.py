@@ -131,6 +131,9 @@ class Service:
                 else None,
             )
             self.index = self.engine.index
+            enforcer = self.engine.enforcer
+            if enforcer is not None:
+                self.metrics.show_enforcement(lambda: enforcer.enforced_position)
             self.engine.follower.follow(settings.follow_interval)
         self.freshness = Freshness(
             self.index, lambda: self.engine.app.position, settings.max_lag_seconds
@@ -149,6 +152,12 @@ class Service:
         """The embedded enforcer's candidate indexes, for impact and diff; a replica has none."""
         enforcer = None if self._events is not None else self.engine.enforcer
         return None if enforcer is None else enforcer.reach
+
+    @property
+    def enforced_position(self) -> int | None:
+        """Where the embedded kill switch has got to; a replica has none."""
+        enforcer = None if self._events is not None else self.engine.enforcer
+        return None if enforcer is None else enforcer.enforced_position
 
     def catch_up(self, position: int | None = None) -> None:
         """Brings the index towards `position` now: from the store in embedded mode; a replica

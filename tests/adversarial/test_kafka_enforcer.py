@@ -192,3 +192,30 @@ def test_changes_alike_but_for_their_valid_time_share_records() -> None:
     changes = [c for r in records for c in changes_of(*decode(r.encode()))]
     assert {(c["subject"], c["at"]) for c in changes} == {
         ("u-1", NOW), *((s, NOW + timedelta(hours=1)) for s in late.subjects)}
+
+
+@pytest.mark.parametrize("plan", ["plan-{}", "é" * (MAX_ID_CHARS - 12) + "{:06d}"])
+def test_subjects_citing_their_own_plans_share_records_within_the_bound(plan: str) -> None:
+    """A lift gives access back to subjects whose allows each cite a personal plan: one group
+    listing each one's plan in `cites`, a few records within the bound (the longest plan ids
+    too), and each subject's change read back with its own plan as the `entitled` reason."""
+    partition_of = Partitioner(ENFORCEMENT_PARTITIONS)
+    subjects = [f"u-{n}" for n in range(20_000)]
+    plans = [plan.format(n) for n in range(20_000)]
+    reasons = (Reason("entitled", plans[0]), Reason("model_family", "fable"))
+    lifted = ChangeGroup("access_restored", "fable-5", "allow", None, False, reasons, NOW, 1900,
+                         None, NOW, NOW, False, tuple(subjects), tuple(plans))
+    assert [c.reasons[0].ref for c in lifted.changes()] == plans
+    records = Packer(partition_of).records([lifted])
+    assert len(records) < 0.01 * len(subjects)
+    changes = []
+    for record in records:
+        message = record.encode()
+        assert len(message) <= MAX_ENFORCEMENT_RECORD_BYTES
+        name, body = decode(message)
+        assert body["reasons"][0]["ref"] == body["cites"][0], "reasons are the first's"
+        assert all(partition_of(s) == record.partition for s in body["subjects"])
+        changes += changes_of(name, body)
+    assert sorted((c["subject"], c["reasons"][0]["ref"], c["reasons"][1]["ref"])
+                  for c in changes) == sorted(
+        (change.subject, change.reasons[0].ref, "fable") for change in lifted.changes())

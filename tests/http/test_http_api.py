@@ -166,10 +166,12 @@ def test_a_repeated_command_id_is_applied_once(client: TestClient) -> None:
     assert again == {"applied": 0, "repeated": 1, "position": first["position"]}
 
 
-def test_position_names_store_and_index(client: TestClient) -> None:
+def test_position_names_store_index_and_kill_switch(client: TestClient) -> None:
     assert client.get("/v1/position").json() == {
-        "position": len(SETUP) + 3, "index_position": len(SETUP) + 3
+        "position": len(SETUP) + 3, "index_position": len(SETUP) + 3,
+        "enforced_position": len(SETUP) + 3,
     }
+    assert f"interlock_enforced_position {len(SETUP) + 3}.0" in client.get("/metrics").text
 
 
 def test_history_lists_facts_with_times_and_positions(client: TestClient) -> None:

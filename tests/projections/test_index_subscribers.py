@@ -118,3 +118,26 @@ def test_a_decision_asked_during_the_fan_out_already_answers_from_the_order() ->
     finally:
         release.set()
         follower.join(30)
+
+
+def test_the_kill_switch_says_how_far_it_has_got_while_decisions_already_see_the_order() -> None:
+    """`enforced_position` trails the index while an order fans out: at publish time decisions
+    already answer from the order, the position is still the one before it; after, it is the
+    order's."""
+    app = store(*SETUP)
+    index = AccessIndex()
+    seen: list[tuple[int, int, str]] = []
+
+    def publish(groups: list[ChangeGroup]) -> None:
+        seen.append((index.position, enforcer.enforced_position,
+                     index.decide("s1", "m1", at=NOW).effect))
+
+    enforcer = Enforcer(index, clock=lambda: NOW, publish=publish, emitting=False)
+    follower = StoreFollower(app, index)
+    follower.catch_up()
+    assert enforcer.enforced_position == app.position
+    enforcer.emitting = True
+    app.apply(parse_command(ORDER))
+    follower.catch_up()
+    assert seen == [(app.position, app.position - 1, "deny")]
+    assert enforcer.enforced_position == app.position

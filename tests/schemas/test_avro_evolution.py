@@ -255,13 +255,13 @@ def test_access_restored_v2_adds_first_and_old_readers_keep_working() -> None:
            if line.strip() and not line.startswith("#")]
     assert all(registry.decode(message)[1]["first"] is False for message in old)
     unpacked = {k: v for k, v in ENFORCEMENT["access_restored"][1].items()
-                if k not in ("subjects", "ats")}
+                if k not in ("subjects", "ats", "cites")}
     new = registry.encode("access_restored", unpacked, version=2)
     body = new[10:]
     as_v1 = _read(body, v2.schema, v1.schema)
     assert "first" not in as_v1
     assert as_v1 == {k: v for k, v in registry.decode(new)[1].items()
-                     if k not in ("first", "subjects", "ats")}
+                     if k not in ("first", "subjects", "ats", "cites")}
 
 
 def _frozen(registry: SchemaRegistry, version: Any) -> list[bytes]:
@@ -279,13 +279,12 @@ def test_packed_versions_list_subjects_and_old_readers_see_the_first(
     which is why the README tells such readers to upgrade before the enforcer does."""
     registry = default_registry()
     old, packed = registry.version(name, unpacked), registry.current(name)
-    assert packed.version == unpacked + 1
     for message in _frozen(registry, old):
         _, record = registry.decode(message)
         assert record["subjects"] == []
         assert record["ats"] == []
         assert changes_of(name, record) == [
-            {k: v for k, v in record.items() if k not in ("subjects", "ats")}]
+            {k: v for k, v in record.items() if k not in ("subjects", "ats", "cites")}]
     for example in ENFORCEMENT[name]:
         message = registry.encode(name, example)
         _, record = registry.decode(message)
@@ -296,3 +295,25 @@ def test_packed_versions_list_subjects_and_old_readers_see_the_first(
         as_old = _read(message[10:], packed.schema, old.schema)
         assert "subjects" not in as_old and as_old["subject"] == example["subjects"][0]
         assert as_old["at"] == changes[0]["at"], "an old reader sees the first change whole"
+
+
+def test_cites_give_each_listed_subject_its_own_entitlement_and_v3_readers_the_first() -> None:
+    """access_restored v4 lists in `cites` the personal entitlement each subject's allow cites
+    (`reasons` are the first subject's): `changes_of` gives each subject its own reasons;
+    records written before read with none; a reader still on v3 sees every subject with the
+    first subject's reasons, which the README tells such readers."""
+    registry = default_registry()
+    v3, v4 = registry.version("access_restored", 3), registry.version("access_restored", 4)
+    assert registry.current("access_restored") == v4
+    for message in _frozen(registry, v3):
+        assert registry.decode(message)[1]["cites"] == []
+    example = next(e for e in ENFORCEMENT["access_restored"] if e["cites"])
+    message = registry.encode("access_restored", example)
+    changes = changes_of("access_restored", registry.decode(message)[1])
+    assert [(c["subject"], c["reasons"]) for c in changes] == [
+        (subject, [{"code": "entitled", "ref": cited}])
+        for subject, cited in zip(example["subjects"], example["cites"], strict=True)]
+    as_v3 = _read(message[10:], v4.schema, v3.schema)
+    assert "cites" not in as_v3
+    assert as_v3["subjects"] == example["subjects"]
+    assert as_v3["reasons"] == [{"code": "entitled", "ref": example["cites"][0]}]
