@@ -78,6 +78,9 @@ class Verdict(NamedTuple):
                 "reasons": reasons_json(self.reasons)}
 
 
+_new_tuple = tuple.__new__
+
+
 class Decision(NamedTuple):
     """May `subject` use `model`, with reasons. A tuple, because upstream services ask for
     millions of them and building one must cost next to nothing."""
@@ -93,10 +96,10 @@ class Decision(NamedTuple):
 
     @classmethod
     def of(cls, subject: str, model: str, verdict: Verdict, at: datetime, as_of: int) -> Decision:
-        return cls(
+        return _new_tuple(cls, (  # the tuple itself: a cached decision costs a lookup and this
             subject, model, verdict.effect, verdict.route_to, verdict.disclosed, verdict.reasons,
             at, as_of,
-        )
+        ))
 
     @property
     def verdict(self) -> Verdict:

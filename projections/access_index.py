@@ -202,6 +202,11 @@ class AccessIndex:
         moment = datetime.now(UTC) if at is None else as_utc(at)
         facts = self.facts
         position = facts.position
+        if as_of is None and known_at is None and context is NO_CONTEXT:  # the usual question
+            verdict = _holding(self._current.get(subject), model, moment)
+            if verdict is None:
+                verdict = self._judged_now(subject, model, moment)
+            return Decision.of(subject, model, verdict, moment, position)
         if known_at is not None:
             known = facts.position_known_at(known_at)
             as_of = known if as_of is None else min(as_of, known)
@@ -214,13 +219,14 @@ class AccessIndex:
                 subject, model, judge(facts, subject, model, moment, position, context), moment,
                 position,
             )
-        return Decision.of(subject, model, self._current_verdict(subject, model, moment), moment,
-                           position)
-
-    def _current_verdict(self, subject: str, model: str, at: datetime) -> Verdict:
-        verdict = self._remembered(subject, model, at)
+        verdict = self._remembered(subject, model, moment)
         if verdict is None:
-            with self._lock:
-                verdict = judge(self.facts, subject, model, at, self.facts.position, NO_CONTEXT)
-                self._remember(subject, model, verdict, at)
+            verdict = self._judged_now(subject, model, moment)
+        return Decision.of(subject, model, verdict, moment, position)
+
+    def _judged_now(self, subject: str, model: str, at: datetime) -> Verdict:
+        """The rule at the current position, remembered as the current verdict."""
+        with self._lock:
+            verdict = judge(self.facts, subject, model, at, self.facts.position, NO_CONTEXT)
+            self._remember(subject, model, verdict, at)
         return verdict
