@@ -259,15 +259,22 @@ def floor(bootstrap: str, topic: str, sizes: list[tuple[int, int]]) -> float:
         consumer.close()
 
 
-def through_kafka(store: str, runs: int, events: int, shards: int) -> tuple[
-    list[Enforced], list[float], float
-]:
+def through_kafka(store: str, runs: int, events: int, shards: int,
+                  snapshot: Path | None = None) -> tuple[list[Enforced], list[float], float]:
+    """The kill switch through intake, relay and `shards` new enforcer shards: each order's
+    latency to its last completion, the bare floor for the same records, and how long the new
+    shards took to a first completion. Without `snapshot` the relay publishes the whole store
+    and the shards replay it; with one (of `store`), the way a fresh shard starts at scale,
+    the relay publishes only what follows it and the shards start from it (`enforce
+    --snapshot`)."""
+    from eventsourcing.persistence import Tracking
     from kafka import KafkaProducer
     from kafka.admin import KafkaAdminClient, NewTopic
 
     from consumers.kafka import Topics, ensure_topics
     from consumers.packing import ENFORCEMENT_PARTITIONS
     from domain.limits import KAFKA_MAX_MESSAGE_BYTES
+    from projections.snapshot import read_info
     from schemas.records import encode_command
 
     interlock = str(Path(sys.executable).with_name("interlock"))
@@ -282,6 +289,13 @@ def through_kafka(store: str, runs: int, events: int, shards: int) -> tuple[
             "max.message.bytes": str(KAFKA_MAX_MESSAGE_BYTES)})])
         admin.close()
         common = ["--kafka", bootstrap, "--topic-prefix", prefix]
+        start, history = [], events
+        if snapshot is not None:
+            position = read_info(snapshot).position
+            engine = open_engine(store, catch_up=False)
+            engine.app.recorder.insert_tracking(Tracking(f"relay:{topics.events}", position))
+            engine.close()
+            start, history = ["--snapshot", str(snapshot), "--store", store], events - position
         processes = [subprocess.Popen([interlock, name, *common, "--store", store],
                                       stderr=subprocess.DEVNULL) for name in ("relay", "intake")]
         reader = Reader(bootstrap, topics.enforcement)
@@ -296,18 +310,20 @@ def through_kafka(store: str, runs: int, events: int, shards: int) -> tuple[
 
         try:
             started = time.perf_counter()
-            wait_until_published(bootstrap, topics, events)
-            console.print(f"kafka: relay published {events:,} events in "
+            wait_until_published(bootstrap, topics, history)
+            console.print(f"kafka: relay published {history:,} events in "
                           f"{time.perf_counter() - started:.1f} s")
             started = time.perf_counter()
             processes += [subprocess.Popen(
-                [interlock, "enforce", *common, "--shard", f"{k}/{shards}"],
+                [interlock, "enforce", *common, "--shard", f"{k}/{shards}", *start],
                 stderr=subprocess.DEVNULL) for k in range(shards)]
             wait_until_started(bootstrap, topics, shards)
             reader.next_cause(send(warm_up()))  # answered once every shard has caught up
             catch_up = time.perf_counter() - started
-            console.print(f"kafka: {shards} new enforcer shard(s) replayed {events:,} events "
-                          f"and closed a first order in {catch_up:.1f} s")
+            how = f"replayed {history:,} events" if snapshot is None else (
+                f"started from a snapshot of {events - history:,} events, replayed {history:,}")
+            console.print(f"kafka: {shards} new enforcer shard(s) {how} and closed a first "
+                          f"order in {catch_up:.1f} s")
             for run in range(runs):
                 name = order_name("kafka", run)
                 enforced.append(reader.next_cause(send(order(name))))
