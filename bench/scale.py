@@ -149,8 +149,9 @@ def killswitch_kafka(url: str, runs: int, shards: int, report: Report,
     beside the bare kafka-python floor moving the same records, measured in the same run. The
     new shards start from `snapshot` (the topic carrying only what follows it), or, without
     one, replay the whole store from the topic."""
-    enforced, floors, catch_up = killswitch.through_kafka(url, runs, _position(url), shards,
-                                                          snapshot)
+    events = _position(url)
+    enforced, floors, catch_up, cpu = killswitch.through_kafka(url, runs, events, shards,
+                                                               snapshot)
     latencies = [run.latency for run in enforced]
     report.add(Row(f"kill switch through Kafka ({shards} shard(s)), p50 / p99 of {runs} "
                    f"({enforced[-1].changes:,} revocations, {len(enforced[-1].sizes):,} records)",
@@ -160,16 +161,22 @@ def killswitch_kafka(url: str, runs: int, shards: int, report: Report,
                    verdict(percentile(latencies, 0.5) <= 5.0)))
     report.add(Row("  of which the enforcer (completion emitted - order recorded)",
                    _p50_p99([run.enforcer for run in enforced])))
-    events = _position(url)
     if snapshot is None:
-        report.add(Row(f"  new enforcer shards replaying the store ({events:,} events), to a "
-                       "first completion", f"{catch_up:,.1f} s"))
+        report.add(Row(f"  new enforcer shards replaying the store ({events:,} events from "
+                       "the topic), to a first completion", f"{catch_up:,.1f} s"))
+        report.add(Row("    CPU time of each shard by then", _seconds(cpu)))
         return
-    # 3M events in 30 s: the target scaled to this store's size.
-    target = 30 * events / 3_000_000
-    report.add(Row(f"  fresh enforcer shards from a snapshot ({events:,} events), to a first "
-                   "completion", f"{catch_up:,.1f} s", "", "",
-                   f"3M events <= 30 s (here <= {target:,.1f} s)", verdict(catch_up <= target)))
+    # Judged at 3M events only: a start has seconds of fixed cost (joining the group,
+    # initialising transactions, the warm-up order's way through intake and relay), so the
+    # target does not scale down to a smaller store.
+    report.add(Row(f"  fresh enforcer shards from a snapshot (store at {events:,} events), to "
+                   "a first completion", f"{catch_up:,.1f} s", "", "", "3M events <= 30 s",
+                   verdict(catch_up <= 30) if events >= 3_000_000 else "not judged here"))
+    report.add(Row("    CPU time of each shard by then", _seconds(cpu)))
+
+
+def _seconds(values: list[float]) -> str:
+    return ", ".join(f"{value:,.1f} s" for value in values)
 
 
 def embedded_flip(url: str, runs: int, report: Report) -> None:
