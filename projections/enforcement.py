@@ -457,11 +457,12 @@ def timed_after(facts: FactBase, now: datetime) -> list[int]:
             found.update(record.position_of(i) for i in range(-1, len(profile.facts)))
     for entitlements in facts.org_entitlements.values():
         for entitlement in entitlements:
+            revocations = entitlement._revocations or ()  # the property would make a list
             times = [entitlement.valid_from, entitlement.valid_until,
-                     *(effective_at for effective_at, _ in entitlement.revocations)]
+                     *(effective_at for effective_at, _ in revocations)]
             if any(time is not None and time > now for time in times):
                 found.add(entitlement.position)
-                found.update(position for _, position in entitlement.revocations)
+                found.update(position for _, position in revocations)
     for model in facts.models.values():
         found.update(position for _, position, _ in model.changes)
     for directive in facts.directives.values():
