@@ -259,15 +259,25 @@ def floor(bootstrap: str, topic: str, sizes: list[tuple[int, int]]) -> float:
         consumer.close()
 
 
-def through_kafka(store: str, runs: int, events: int, shards: int) -> tuple[
-    list[Enforced], list[float], float
+def through_kafka(store: str, runs: int, events: int, shards: int,
+                  snapshot: Path | None = None) -> tuple[
+    list[Enforced], list[float], float, list[float]
 ]:
+    """The kill switch through intake, relay and `shards` new enforcer shards: each order's
+    latency to its last completion, the bare floor for the same records, how long the new
+    shards took to a first completion and the CPU time each had used by then (what a loaded
+    machine inflates less than the wall time). Without `snapshot` the relay publishes the
+    whole store and the shards replay it; with one (of `store`), the way a fresh shard starts
+    at scale, the relay publishes only what follows it and the shards start from it
+    (`enforce --snapshot`)."""
+    from eventsourcing.persistence import Tracking
     from kafka import KafkaProducer
     from kafka.admin import KafkaAdminClient, NewTopic
 
     from consumers.kafka import Topics, ensure_topics
     from consumers.packing import ENFORCEMENT_PARTITIONS
     from domain.limits import KAFKA_MAX_MESSAGE_BYTES
+    from projections.snapshot import read_info
     from schemas.records import encode_command
 
     interlock = str(Path(sys.executable).with_name("interlock"))
@@ -282,6 +292,13 @@ def through_kafka(store: str, runs: int, events: int, shards: int) -> tuple[
             "max.message.bytes": str(KAFKA_MAX_MESSAGE_BYTES)})])
         admin.close()
         common = ["--kafka", bootstrap, "--topic-prefix", prefix]
+        start, history = [], events
+        if snapshot is not None:
+            position = read_info(snapshot).position
+            engine = open_engine(store, catch_up=False)
+            engine.app.recorder.insert_tracking(Tracking(f"relay:{topics.events}", position))
+            engine.close()
+            start, history = ["--snapshot", str(snapshot), "--store", store], events - position
         processes = [subprocess.Popen([interlock, name, *common, "--store", store],
                                       stderr=subprocess.DEVNULL) for name in ("relay", "intake")]
         reader = Reader(bootstrap, topics.enforcement)
@@ -296,18 +313,23 @@ def through_kafka(store: str, runs: int, events: int, shards: int) -> tuple[
 
         try:
             started = time.perf_counter()
-            wait_until_published(bootstrap, topics, events)
-            console.print(f"kafka: relay published {events:,} events in "
+            wait_until_published(bootstrap, topics, history)
+            console.print(f"kafka: relay published {history:,} events in "
                           f"{time.perf_counter() - started:.1f} s")
             started = time.perf_counter()
-            processes += [subprocess.Popen(
-                [interlock, "enforce", *common, "--shard", f"{k}/{shards}"],
+            enforcers = [subprocess.Popen(
+                [interlock, "enforce", *common, "--shard", f"{k}/{shards}", *start],
                 stderr=subprocess.DEVNULL) for k in range(shards)]
+            processes += enforcers
             wait_until_started(bootstrap, topics, shards)
             reader.next_cause(send(warm_up()))  # answered once every shard has caught up
             catch_up = time.perf_counter() - started
-            console.print(f"kafka: {shards} new enforcer shard(s) replayed {events:,} events "
-                          f"and closed a first order in {catch_up:.1f} s")
+            cpu = [cpu_seconds(process.pid) for process in enforcers]
+            how = f"replayed {history:,} events" if snapshot is None else (
+                f"started from a snapshot of {events - history:,} events, replayed {history:,}")
+            console.print(f"kafka: {shards} new enforcer shard(s) {how} and closed a first "
+                          f"order in {catch_up:.1f} s (CPU per shard: "
+                          f"{', '.join(f'{c:.1f} s' for c in cpu)})")
             for run in range(runs):
                 name = order_name("kafka", run)
                 enforced.append(reader.next_cause(send(order(name))))
@@ -320,7 +342,13 @@ def through_kafka(store: str, runs: int, events: int, shards: int) -> tuple[
                 process.terminate()
             for process in processes:
                 process.wait(timeout=60)
-    return enforced, floors, catch_up
+    return enforced, floors, catch_up, cpu
+
+
+def cpu_seconds(pid: int) -> float:
+    """The user and system CPU time a running process has used (Linux's /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def warm_up() -> dict:
@@ -397,7 +425,7 @@ def main() -> None:
                       "", f"{percentile(flips, 0.5) * 1000:,.1f} ms",
                       f"{percentile(flips, 0.99) * 1000:,.1f} ms", "p50 ≤ 200 ms")
         if not args.skip_kafka:
-            runs, floors, _ = through_kafka(store, args.runs, events + 2 * args.runs,
+            runs, floors, _, _ = through_kafka(store, args.runs, events + 2 * args.runs,
                                             args.shards)
             latencies = [r.latency for r in runs]
             shares = [r.enforcer for r in runs]

@@ -20,32 +20,50 @@ predecessor, aborts what it left open, and resumes from its own committed offset
 A new shard or enforcer (its group has no committed offset) takes the events already on the
 topic as enforced before it, replays them silently and commits that starting point at once;
 `from_beginning` (`enforce --from-beginning`) makes it enforce the whole history instead.
+
+A fresh shard at scale starts from an index snapshot (`enforce --snapshot FILE --store URL`)
+rather than replaying millions of events: the index is restored (`restore_index`, which checks
+the snapshot belongs to the store), the reach indexes are read from its facts (`Reach.of`),
+the timetable from the store's events whose moments are still to come (`Enforcer.resume`),
+and the topic is read from the first record after the snapshot's position (`seek_after`),
+silently up to the enforced offset, then live. The snapshot may only stand for events this
+shard has enforced: when the first record after its position lies past the committed offset
+(a shard restarted with a newer snapshot, `--from-beginning` on a topic that holds the
+snapshot's events), or when it does not fit the store, it is ignored, logged, and the topic is
+replayed from its beginning, so a snapshot never makes a shard skip or repeat a record.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from kafka import OffsetAndMetadata, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
 from consumers import kafka
-from consumers.kafka import DEFAULT_TOPICS, KafkaProcessError, Topics, header
+from consumers.kafka import DEFAULT_TOPICS, KafkaProcessError, Topics, header, seek_after
 from consumers.packing import COMPLETED, Cause, EnforcementRecord, Packer, Partitioner
 from domain.aggregates import Directive
-from domain.application import Clock, system_clock
+from domain.application import Clock, Interlock, system_clock
 from domain.limits import MAX_ENFORCEMENT_RECORD_BYTES
 from projections.access_index import AccessIndex
 from projections.enforcement import ChangeGroup, Enforcer
 from projections.gc_pause import gc_paused
+from projections.snapshot import SnapshotInfo, restore_index
 from schemas.records import decode_event
+
+log = logging.getLogger(__name__)
 
 ORDERS = (Directive.Issued, Directive.Amended, Directive.Lifted)
 """Events whose enforcement is always closed by completion records, even with no change."""
+_READ_AHEAD = 256
+"""Notifications read from the store per query when reading back a snapshot's events."""
 _SHARD = re.compile(r"^([0-9]{1,4})/([0-9]{1,4})$")
 
 
@@ -86,7 +104,8 @@ class EnforcerProcess:
 
     def __init__(
         self, bootstrap: str, topics: Topics = DEFAULT_TOPICS, clock: Clock = system_clock,
-        shard: Shard = Shard(), from_beginning: bool = False,
+        shard: Shard = Shard(), from_beginning: bool = False, snapshot: Path | None = None,
+        store: Interlock | None = None,
     ) -> None:
         self.topics = topics
         self.clock = clock
@@ -109,11 +128,6 @@ class EnforcerProcess:
                                     f"partitions, so at most {total} shards")
         self.partitioner = Partitioner(total)
         owned = frozenset(shard.partitions(total))
-        partition_of = self.partitioner
-        self.enforcer = Enforcer(
-            AccessIndex(), clock, emitting=False,
-            owns=None if shard.count == 1 else lambda subject: partition_of(subject) in owned,
-        )
         self.packer = Packer(self.partitioner, owned, shard.index, shard.count)
         self.published = 0
         self._learned = False
@@ -125,7 +139,36 @@ class EnforcerProcess:
         self.enforced_offset = committed
         """Events before this offset were enforced by an earlier run (or before this shard
         existed): replayed silently."""
+        self.snapshot: SnapshotInfo | None = None
+        """The index snapshot this run started from, if one fitted."""
+        index = self._start(snapshot, store)
+        partition_of = self.partitioner
+        self.enforcer = Enforcer(
+            index, clock, emitting=False,
+            owns=None if shard.count == 1 else lambda subject: partition_of(subject) in owned,
+        )
+        if store is not None and self.snapshot is not None:
+            self.enforcer.resume(lambda positions: stored_events(store, positions))
+
+    def _start(self, snapshot: Path | None, store: Interlock | None) -> AccessIndex:
+        """The index to start from, the consumer at the first record it lacks: the snapshot's
+        when it fits the store (`restore_index`) and holds nothing this shard has not enforced
+        (the first record after its position is at or before `enforced_offset`), else an
+        empty one, the topic read from its beginning (logged)."""
+        restored = None if snapshot is None or store is None else restore_index(
+            snapshot, store.recorder)
+        if restored is not None:
+            index, info = restored
+            start = seek_after(self.consumer, self.partition, info.position)
+            if start <= self.enforced_offset:
+                self.snapshot = info
+                return index
+            log.warning(
+                "ignoring index snapshot %s: %s holds events up to position %d past offset "
+                "%d, which %s has not enforced; replaying the topic", snapshot,
+                self.topics.events, info.position, self.enforced_offset, self.group)
         self.consumer.seek_to_beginning(self.partition)
+        return AccessIndex()
 
     @property
     def position(self) -> int:
@@ -223,6 +266,21 @@ class EnforcerProcess:
     def close(self) -> None:
         self.consumer.close()
         self.producer.close(timeout=kafka.CLOSE_TIMEOUT_S)
+
+
+def stored_events(store: Interlock, positions: list[int]) -> Iterator[tuple[Any, int]]:
+    """The stored events at `positions` (in order), read from the store: a few queries when
+    they cluster, one per position when they lie apart."""
+    wanted = set(positions)
+    read_to = 0
+    for position in positions:
+        if position <= read_to:
+            continue
+        found = store.recorder.select_notifications(start=position, limit=_READ_AHEAD)
+        for notification in found:
+            if notification.id in wanted:
+                yield store.mapper.to_domain_event(notification), notification.id
+        read_to = found[-1].id if found else position
 
 
 def event_of(record: ConsumerRecord, position: int) -> Any:

@@ -4,7 +4,8 @@ Any number of replicas can follow the one events topic; each knows its position 
 `position` header applied) and skips records at positions it has already applied, so the
 relay's rare duplicate is harmless. An index started from a snapshot does not read the topic's
 history at all: the first record after its position is found by bisecting the topic's offsets
-(positions grow with offsets), a few fetches instead of millions of records.
+(positions grow with offsets, see `consumers.kafka.seek_after`), a few fetches instead of
+millions of records.
 
 The replica's index has no subscriber: applying an order is the fact base's work and the
 forgetting of cached verdicts, never a fan-out over the subjects it changes, so decisions
@@ -15,12 +16,11 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
 
 from kafka import TopicPartition
 
 from consumers import kafka
-from consumers.kafka import DEFAULT_TOPICS, Topics, header
+from consumers.kafka import DEFAULT_TOPICS, Topics, header, seek_after
 from projections.access_index import AccessIndex
 from projections.gc_pause import gc_paused
 from schemas.records import decode_event
@@ -37,7 +37,7 @@ class EventsFollower:
         )
         self.partition = TopicPartition(topics.events, 0)
         self.consumer.assign([self.partition])
-        self._seek_after(index.position)
+        seek_after(self.consumer, self.partition, index.position)
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -51,38 +51,6 @@ class EventsFollower:
             if position > index.position
         )
         return len(records)
-
-    def _seek_after(self, position: int, timeout: float = 120.0) -> None:
-        """Starts reading at an offset before which every record's position is at most
-        `position`, as late as bisection finds: the first record after it, up to records that
-        are not there (transaction markers, aborted records)."""
-        consumer, partition = self.consumer, self.partition
-        consumer.seek_to_beginning(partition)
-        if position <= 0:
-            return
-        low = consumer.beginning_offsets([partition])[partition]
-        high = consumer.end_offsets([partition])[partition]
-        deadline = time.monotonic() + timeout
-        while low < high:
-            middle = (low + high) // 2
-            found = self._first_record(middle, high, deadline)
-            if found is not None and int(header(found, "position") or 0) <= position:
-                low = found.offset + 1
-            else:  # none in [middle, high), or the first there is already after `position`
-                high = middle
-        consumer.seek(partition, low)
-
-    def _first_record(self, offset: int, before: int, deadline: float) -> Any:
-        """The first committed record at or after `offset` and before `before`, or None."""
-        consumer, partition = self.consumer, self.partition
-        consumer.seek(partition, offset)
-        while consumer.position(partition) < before:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{partition.topic}: no answer at offset {offset}")
-            records = consumer.poll(500, max_records=1).get(partition, [])
-            if records:
-                return records[0] if records[0].offset < before else None
-        return None
 
     def catch_up(self, timeout: float = 120.0) -> int:
         """Reads up to the end of the topic as it is now; returns the index position."""

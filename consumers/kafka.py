@@ -212,6 +212,42 @@ def read_backwards(consumer: KafkaConsumer, partition: TopicPartition, first: in
         end, span = start, span * 4
 
 
+def seek_after(consumer: KafkaConsumer, partition: TopicPartition, position: int,
+               timeout: float = 120.0) -> int:
+    """Seeks `interlock.events` to an offset before which every record's `position` header is
+    at most `position`, as late as bisection finds (positions grow with offsets): the first
+    record after it, up to records that are not there (transaction markers, aborted records).
+    A few fetches instead of reading millions of records; returns the offset."""
+    consumer.seek_to_beginning(partition)
+    if position <= 0:
+        return consumer.position(partition)
+    low = consumer.beginning_offsets([partition])[partition]
+    high = consumer.end_offsets([partition])[partition]
+    deadline = time.monotonic() + timeout
+    while low < high:
+        middle = (low + high) // 2
+        found = _first_record(consumer, partition, middle, high, deadline)
+        if found is not None and int(header(found, "position") or 0) <= position:
+            low = found.offset + 1
+        else:  # none in [middle, high), or the first there is already after `position`
+            high = middle
+    consumer.seek(partition, low)
+    return low
+
+
+def _first_record(consumer: KafkaConsumer, partition: TopicPartition, offset: int, before: int,
+                  deadline: float) -> ConsumerRecord | None:
+    """The first record the consumer may read at or after `offset` and before `before`."""
+    consumer.seek(partition, offset)
+    while consumer.position(partition) < before:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{partition.topic}: no answer at offset {offset}")
+        records = consumer.poll(500, max_records=1).get(partition, [])
+        if records:
+            return records[0] if records[0].offset < before else None
+    return None
+
+
 def header(record: ConsumerRecord, name: str) -> bytes | None:
     for key, value in record.headers or ():
         if key == name:

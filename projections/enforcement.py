@@ -229,9 +229,7 @@ class Enforcer:
         later = [moment for moment in _moments(event) if moment > now]
         if not later and not self.emitting:
             return
-        cause = _Cause(event, position, self._received_at(event), event.timestamp)
-        for moment in later:
-            heapq.heappush(self._timetable, (moment, position, cause))
+        cause = self._schedule(event, position, later)
         if not self.emitting:
             return
         facts = self.index.facts
@@ -245,6 +243,23 @@ class Enforcer:
             cause, before, now, only_restricts=isinstance(event, Directive.Issued),
             known_before=position - 1,
         ))
+
+    def _schedule(self, event: Any, position: int, moments: Iterable[datetime]) -> _Cause:
+        """Timetables the event's `moments` (those later than now) and returns its cause."""
+        cause = _Cause(event, position, self._received_at(event), event.timestamp)
+        for moment in moments:
+            heapq.heappush(self._timetable, (moment, position, cause))
+        return cause
+
+    def resume(self, stored: Callable[[list[int]], Iterable[tuple[Any, int]]]) -> None:
+        """Timetables what the events the index already holds (an index restored from a
+        snapshot, never fed to this enforcer) have still to come, as if they had been fed:
+        `stored` reads back the events at the positions the facts give (`timed_after`), and
+        each one's moments later than now are timetabled with its cause, exactly as
+        `_applied` does."""
+        now = self.clock()
+        for event, position in stored(timed_after(self.index.facts, now)):
+            self._schedule(event, position, [m for m in _moments(event) if m > now])
 
     def tick(self) -> list[AccessChange]:
         """Changes whose moment has come since the facts behind them were recorded."""
@@ -443,6 +458,38 @@ def had_access(facts: FactBase, subject: str, model: str, when: datetime, positi
             return True
         start = facts.validity(subject, moment)[0]
     return False
+
+
+def timed_after(facts: FactBase, now: datetime) -> list[int]:
+    """The positions, in order, of the stored events that may carry a valid time later than
+    `now` (a superset of those `_moments` finds later): every event of a subject one of whose
+    facts starts or stops holding after `now`, of an organisation's entitlement likewise, and
+    every event of a directive or model version (there are few)."""
+    found: set[int] = set()
+    later: dict[Profile, bool] = {}
+    for record in facts.records.values():
+        profile = record.profile
+        pending = later.get(profile)
+        if pending is None:
+            pending = later[profile] = bool(profile.times) and profile.times[-1] > now
+        if pending:  # index -1: the position at which the subject became known
+            found.update(record.position_of(i) for i in range(-1, len(profile.facts)))
+    for entitlements in facts.org_entitlements.values():
+        for entitlement in entitlements:
+            revocations = entitlement._revocations or ()  # the property would make a list
+            times = [entitlement.valid_from, entitlement.valid_until,
+                     *(effective_at for effective_at, _ in revocations)]
+            if any(time is not None and time > now for time in times):
+                found.add(entitlement.position)
+                found.update(position for _, position in revocations)
+    for model in facts.models.values():
+        found.update(position for _, position, _ in model.changes)
+    for directive in facts.directives.values():
+        found.add(directive.position)
+        found.update(position for _, position, _ in directive.amendments)
+        if directive.lift is not None:
+            found.add(directive.lift[1])
+    return sorted(found)
 
 
 def _moments(event: Any) -> Iterable[datetime]:

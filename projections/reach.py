@@ -9,13 +9,21 @@ settled subjects for whom it is surely false are left out; everyone else is a ca
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Iterator
+from itertools import repeat
 from typing import Any
 
 from domain.aggregates import CommandReceipt, Directive, Entitlement, ModelVersion, Subject
 from domain.decision import MAX_ROUTE_HOPS
-from domain.facts import ATTRIBUTE_KIND, EMPLOYER, NATIONALITY, FactBase, selector_matches
+from domain.facts import (
+    ATTRIBUTE_KIND,
+    EMPLOYER,
+    NATIONALITY,
+    DirectiveFacts,
+    FactBase,
+    selector_matches,
+)
 from domain.predicates import AllOf, AnyOf, Membership, Not, Predicate, UsPerson
-from domain.subjects import Stated
+from domain.subjects import Profile, Stated
 from projections.access_index import AccessIndex
 
 _SUBJECT_EVENTS = (
@@ -66,9 +74,42 @@ class Reach:
     @classmethod
     def following(cls, index: AccessIndex) -> Reach:
         """Reach indexes over `index`'s fact base, fed every event the index applies from now
-        on (an empty index: every event)."""
-        reach = cls(index.facts)
+        on; an index that holds events already (restored from a snapshot) has them read from
+        its facts first (`of`)."""
+        reach = cls.of(index.facts) if index.position else cls(index.facts)
         index.subscribe(lambda applied: reach.apply(applied.event))
+        return reach
+
+    @classmethod
+    def of(cls, facts: FactBase) -> Reach:
+        """The indexes that feeding every event of `facts` would have built, read from the
+        facts themselves: a fresh enforcer started from a snapshot has no events to feed.
+        Subjects alike (one profile) are settled and employed alike, so each profile is read
+        once."""
+        reach = cls(facts)
+        for entitlement in facts.entitlements.values():
+            index = reach.granted if entitlement.grantee_kind == "subject" else reach.granted_orgs
+            for selector in entitlement.selectors:
+                index.setdefault(selector, set()).add(entitlement.grantee)
+        by_profile: dict[Profile, list[str]] = {}
+        for subject, record in facts.records.items():
+            by_profile.setdefault(record.profile, []).append(subject)
+        for profile, members in by_profile.items():
+            for fact in profile.facts:
+                if type(fact) is Stated and fact.kind == EMPLOYER:
+                    for org in fact.values["employer"]:
+                        reach.employees.setdefault(org, set()).update(members)
+            for kind in profile.history:
+                fixed = _fixed(profile, kind)
+                if fixed is None:
+                    continue
+                reach.settled[kind].update(members)
+                for attribute, values in fixed.values.items():
+                    for value in values:
+                        reach.settled_values[attribute].setdefault(value, set()).update(members)
+                reach._settled_on.update(zip(zip(members, repeat(kind)), repeat(fixed)))
+        for directive in facts.directives.values():
+            reach._directed(directive)
         return reach
 
     def apply(self, event: Any) -> None:
@@ -88,9 +129,14 @@ class Reach:
         elif kind is Subject.AttestationRevoked:
             self._settle(self.facts.name_of(event), event.kind)
         elif kind is Directive.Issued or kind is Directive.Amended:
-            for terms in self.facts.directives[self.facts.name_of(event)].all_terms():
-                self.named |= terms.exempt_subjects | _named(terms.predicate)
-                self.read_kinds |= _kinds_read(terms.predicate)
+            self._directed(self.facts.directives[self.facts.name_of(event)])
+
+    def _directed(self, directive: DirectiveFacts) -> None:
+        """Notes the subjects a directive names and the attestation kinds it reads, in every
+        version of its terms."""
+        for terms in directive.all_terms():
+            self.named |= terms.exempt_subjects | _named(terms.predicate)
+            self.read_kinds |= _kinds_read(terms.predicate)
 
     def pairs(self, event: Any) -> Iterator[tuple[str, tuple[str, ...]]]:
         """(subject, models) whose decisions the event, just applied, may have changed."""
@@ -164,17 +210,14 @@ class Reach:
 
     def _settle(self, subject: str, kind: str) -> None:
         profile = self.facts.records[subject].profile
-        history = profile.history.get(kind, ())
         previous = self._settled_on.pop((subject, kind), None)
         if previous is not None:
             self.settled[kind].discard(subject)
             for attribute, values in previous.values.items():
                 for value in values:
                     self.settled_values[attribute][value].discard(subject)
-        if len(history) != 1 or profile.withdrawals.get(kind):
-            return
-        ((only, _),) = history
-        if only.valid_until is not None or only.ahead:
+        only = _fixed(profile, kind)
+        if only is None:
             return
         self._settled_on[subject, kind] = only
         self.settled[kind].add(subject)
@@ -225,6 +268,17 @@ class Reach:
                     subjects |= self.employees.get(org, set())
         return subjects
 
+
+def _fixed(profile: Profile, kind: str) -> Stated | None:
+    """The attestation of `kind` that fixes the subject's value from its recording on (one
+    attestation, valid from before it was recorded, never expiring, never revoked), if any."""
+    history = profile.history.get(kind, ())
+    if len(history) != 1 or profile.withdrawals.get(kind):
+        return None
+    ((only, _),) = history
+    if only.valid_until is not None or only.ahead:
+        return None
+    return only
 
 
 def _named(predicate: Predicate) -> frozenset[str]:

@@ -193,17 +193,21 @@ def test_serve_replicas_scale_and_their_ports_agree(services: dict[str, dict[str
     assert f"127.0.0.1:{port}/readyz" in " ".join(serve["healthcheck"]["test"])
 
 
-def test_replicas_start_from_the_snapshot_the_writer_keeps(
+def test_replicas_and_enforcers_start_from_the_snapshot_the_writer_keeps(
     services: dict[str, dict[str, Any]],
 ) -> None:
-    writer, serve = services["snapshot"], services["serve"]
+    writer = services["snapshot"]
+    readers = [services["serve"], services["enforce-0"], services["enforce-1"]]
     path = writer["environment"]["INTERLOCK_SNAPSHOT"]
-    assert serve["environment"]["INTERLOCK_SNAPSHOT"] == path
+    for reader in readers:
+        assert reader["environment"]["INTERLOCK_SNAPSHOT"] == path
+        assert reader["environment"]["INTERLOCK_STORE"] == writer["environment"][
+            "INTERLOCK_STORE"], "the snapshot is checked against the store it was taken of"
+        assert reader["volumes"][0].endswith(":ro")
     mounts = {spec["volumes"][0].split(":")[0]: spec["volumes"][0].split(":")[1]
-              for spec in (writer, serve)}
+              for spec in (writer, *readers)}
     (volume,) = set(mounts)
     assert path.startswith(mounts[volume] + "/")
-    assert serve["volumes"][0].endswith(":ro")
 
 
 def test_kafka_is_the_official_image_in_kraft_mode_at_the_tested_version(

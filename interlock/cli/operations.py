@@ -14,6 +14,7 @@ import typer
 from interlock.cli.shell import (
     KafkaOption,
     PrefixOption,
+    SnapshotOption,
     StoreOption,
     app,
     emit,
@@ -21,7 +22,14 @@ from interlock.cli.shell import (
     fail,
     out,
 )
-from interlock.config import DEMO_STORE, StoreMissing, StoreURLError, kept_snapshot, store_url
+from interlock.config import (
+    DEMO_STORE,
+    StoreMissing,
+    StoreURLError,
+    kept_snapshot,
+    snapshot_path,
+    store_url,
+)
 
 
 @app.command()
@@ -194,27 +202,55 @@ def relay(
 
 @app.command()
 def enforce(
+    ctx: typer.Context,
     kafka: KafkaOption = None, topic_prefix: PrefixOption = "",
     shard: Annotated[str, typer.Option(help="k/N: run as shard k of N, owning the partitions "
                                        "p of interlock.enforcement with p % N == k.")] = "0/1",
     from_beginning: Annotated[bool, typer.Option(
         "--from-beginning", help="A new enforcer (no committed offset) enforces the whole "
         "history of interlock.events; without it, history is replayed silently.")] = False,
+    snapshot: SnapshotOption = None,
+    store: StoreOption = None,
 ) -> None:
     """Follow interlock.events and publish packed access_revoked / access_restored records,
-    then an enforcement_completed record per partition for each cause."""
+    then an enforcement_completed record per partition for each cause.
+
+    With --snapshot (an index snapshot of --store, see `interlock snapshot`) a fresh shard
+    starts from the snapshot and reads the topic from the first event after it, instead of
+    replaying the whole topic; a snapshot that does not fit the store, or that holds events
+    this shard has not enforced yet, is ignored (logged) and the topic is replayed."""
     from consumers.enforcer import EnforcerProcess, Shard
 
     try:
         owned = Shard.parse(shard)
     except ValueError as error:
         raise fail(f"--shard: {error}") from None
+    path = snapshot_path(snapshot)
     with kafka_process("enforce"):
         bootstrap, topics = kafka_for(kafka, topic_prefix)
-        process = EnforcerProcess(bootstrap, topics, shard=owned, from_beginning=from_beginning)
+        engine = None if path is None else _snapshot_store(store or ctx.obj)
+        try:
+            process = EnforcerProcess(bootstrap, topics, shard=owned,
+                                      from_beginning=from_beginning, snapshot=path,
+                                      store=None if engine is None else engine.app)
+        finally:
+            if engine is not None:
+                engine.close()
+        started = "" if process.snapshot is None else (
+            f", started from the snapshot at position {process.snapshot.position}")
         run_until_signalled("enforce", process, lambda: (
-            f"position {process.position}, {process.published} records published"
+            f"position {process.position}, {process.published} records published{started}"
         ))
+
+
+def _snapshot_store(store: str | None) -> Any:
+    """The store a snapshot is checked against and its events read back from, read only."""
+    from interlock.engine import open_engine
+
+    try:
+        return open_engine(store, catch_up=False, create=False)
+    except StoreMissing as error:
+        raise fail(f"--snapshot: {error}; name the store it was taken of (--store)") from None
 
 
 @app.command()
