@@ -38,7 +38,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,7 @@ from domain.application import Clock, Interlock, system_clock
 from domain.limits import MAX_ENFORCEMENT_RECORD_BYTES
 from projections.access_index import AccessIndex
 from projections.enforcement import ChangeGroup, Enforcer
+from projections.event_pages import events_at
 from projections.gc_pause import gc_paused
 from projections.snapshot import SnapshotInfo, restore_index
 from schemas.records import decode_event
@@ -62,8 +63,6 @@ log = logging.getLogger(__name__)
 
 ORDERS = (Directive.Issued, Directive.Amended, Directive.Lifted)
 """Events whose enforcement is always closed by completion records, even with no change."""
-_READ_AHEAD = 256
-"""Notifications read from the store per query when reading back a snapshot's events."""
 _SHARD = re.compile(r"^([0-9]{1,4})/([0-9]{1,4})$")
 
 
@@ -148,7 +147,7 @@ class EnforcerProcess:
             owns=None if shard.count == 1 else lambda subject: partition_of(subject) in owned,
         )
         if store is not None and self.snapshot is not None:
-            self.enforcer.resume(lambda positions: stored_events(store, positions))
+            self.enforcer.resume(lambda positions: events_at(store, positions))
 
     def _start(self, snapshot: Path | None, store: Interlock | None) -> AccessIndex:
         """The index to start from, the consumer at the first record it lacks: the snapshot's
@@ -266,21 +265,6 @@ class EnforcerProcess:
     def close(self) -> None:
         self.consumer.close()
         self.producer.close(timeout=kafka.CLOSE_TIMEOUT_S)
-
-
-def stored_events(store: Interlock, positions: list[int]) -> Iterator[tuple[Any, int]]:
-    """The stored events at `positions` (in order), read from the store: a few queries when
-    they cluster, one per position when they lie apart."""
-    wanted = set(positions)
-    read_to = 0
-    for position in positions:
-        if position <= read_to:
-            continue
-        found = store.recorder.select_notifications(start=position, limit=_READ_AHEAD)
-        for notification in found:
-            if notification.id in wanted:
-                yield store.mapper.to_domain_event(notification), notification.id
-        read_to = found[-1].id if found else position
 
 
 def event_of(record: ConsumerRecord, position: int) -> Any:

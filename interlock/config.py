@@ -116,6 +116,15 @@ def kept_snapshot(url: str, given: str | Path | None = None) -> Path | None:
     return None if path is None else Path(path + SNAPSHOT_SUFFIX)
 
 
+def start_snapshot(url: str) -> Path | None:
+    """The snapshot a process on the store at `url` starts its index from: the one named, or
+    the file kept beside an SQLite store when there is one (`kept_snapshot`); one not there
+    yet is only worth a warning when it was named: beside the store, it comes with the
+    command line's first long replay."""
+    kept = kept_snapshot(url)
+    return kept if kept is not None and (snapshot_path() is not None or kept.is_file()) else None
+
+
 def store_environment(url: str) -> dict[str, str]:
     """The eventsourcing persistence settings for a store URL (nothing is created here).
 

@@ -100,8 +100,9 @@ def open_engine(
     kill switch runs in-process and publishes to `engine.revocations` (and `revocation_file`).
 
     With `catch_up`, the index starts from the snapshot `snapshot` (or INTERLOCK_SNAPSHOT)
-    when one fits the store, and replays only the later events. Enforcing engines always
-    replay: the enforcer's reach indexes and timetable are built from the events themselves.
+    when one fits the store, and replays only the later events; an enforcing engine's kill
+    switch then reads its reach indexes from the facts and its timetable from the events
+    whose moments are still to come (`Enforcer.resume`).
     A PostgreSQL store is followed by LISTEN/NOTIFY (`SubscriptionFollower`), others by
     polling (`StoreFollower`).
 
@@ -119,7 +120,7 @@ def open_engine(
         check_signature = OfficerKeys.configured()
     app = Interlock(env=env, clock=clock, check_signature=check_signature)
     restored = None
-    path = snapshot_path(snapshot) if catch_up and not enforce else None
+    path = snapshot_path(snapshot) if catch_up else None
     if path is not None:
         from projections.snapshot import restore_index
 
@@ -136,7 +137,12 @@ def open_engine(
 
         revocations = RevocationLog(revocation_file)
         enforcer = Enforcer(index, publish=revocations.publish, emitting=False)
-        engine = Engine(app, index, follower_class(app, index), revocations, enforcer=enforcer)
+        if info is not None:
+            from projections.event_pages import events_at
+
+            enforcer.resume(lambda positions: events_at(app, positions))
+        engine = Engine(app, index, follower_class(app, index), revocations, enforcer=enforcer,
+                        snapshot=info)
     else:
         engine = Engine(app, index, follower_class(app, index), snapshot=info)
     if catch_up:

@@ -188,7 +188,7 @@ def impact(
 
     if (directive is None) == (what_if is None):
         raise fail("impact needs DIRECTIVE, or --what-if FILE")
-    with engine_for(ctx, store, catch_up=False) as engine:
+    with engine_for(ctx, store, catch_up=what_if is None) as engine:
         if what_if is not None:
             with open_input(what_if) as stream:
                 data = stream.read(MAX_COMMAND_BYTES + 1)
@@ -252,7 +252,7 @@ def diff(
 
     start, end = timestamp_option(from_, "--from"), timestamp_option(to, "--to")
     assert start is not None and end is not None
-    with engine_for(ctx, store, catch_up=False) as engine:
+    with engine_for(ctx, store) as engine:
         view = indexed_view(engine)
         if model is not None and not compliance.models_matching(view.facts, model):
             raise fail(f"--model: no registered model matches {model!r}", 1)

@@ -117,7 +117,7 @@ def report(
             log = compliance.load_enforcement_log(revocations.read_text().splitlines())
         except (OSError, ValueError) as error:
             raise fail(f"--revocations: {error}") from None
-    with engine_for(ctx, store, catch_up=False) as engine:
+    with engine_for(ctx, store) as engine:
         view = indexed_view(engine)
         facts = view.facts
         if directive is None:

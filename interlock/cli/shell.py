@@ -23,6 +23,7 @@ from interlock.config import (
     StoreURLError,
     kept_snapshot,
     snapshot_path,
+    start_snapshot,
     store_url,
 )
 
@@ -279,10 +280,8 @@ def engine_for(
 
     url = store or ctx.obj
     kept = kept_snapshot(store_url(url)) if catch_up else None
-    # One not there yet is only worth a warning when it was named: beside the store, it comes
-    # with the first long replay.
     named = snapshot_path() is not None
-    offered = kept if kept is not None and (named or kept.is_file()) else SNAPSHOT_OFF
+    offered = (start_snapshot(store_url(url)) if catch_up else None) or SNAPSHOT_OFF
     try:
         engine = open_engine(url, catch_up=catch_up, create=create, snapshot=offered)
     except StoreMissing as error:
@@ -410,12 +409,12 @@ LimitOption = Annotated[
 
 
 def indexed_view(engine: Engine) -> Any:
-    """A private index with reach (candidate subjects), replayed with a progress bar."""
-    from projections.compliance import load_view
+    """The engine's index (the snapshot kept beside the store and the events after it) with
+    reach (candidate subjects) read from its facts."""
+    from projections.compliance.views import View
+    from projections.reach import Reach
 
-    app.index_built = True
-    with progress_bar("reading the store") as advance:
-        return load_view(engine.app, progress=advance)
+    return View(engine.index, Reach.of(engine.index.facts))
 
 
 @contextmanager

@@ -24,7 +24,7 @@ from domain.decision import Decision, Reason, scope
 from domain.limits import MAX_BATCH_COMMANDS, MAX_COMMAND_BYTES
 from domain.queries import DecisionRequest
 from interlock.auth import Tokens
-from interlock.config import snapshot_path
+from interlock.config import SNAPSHOT_OFF, snapshot_path, start_snapshot, store_url
 from interlock.engine import Engine, open_engine
 from interlock.http.decisions import LogMetrics, ServedLog
 from interlock.http.freshness import Freshness, Refresher
@@ -128,7 +128,7 @@ class Service:
             self.engine = open_engine(
                 settings.store, check_signature=self.officer_keys, enforce=True,
                 revocation_file=Path(settings.revocation_file) if settings.revocation_file
-                else None,
+                else None, snapshot=start_snapshot(store_url(settings.store)) or SNAPSHOT_OFF,
             )
             self.index = self.engine.index
             enforcer = self.engine.enforcer

@@ -127,6 +127,8 @@ READS = [
     ["decide", "u-de", "fable-5", "--at", AFTER_ORDER, "--json"],
     ["explain", "u-de", "fable-5", "--at", AFTER_ORDER, "--json"],
     ["history", "u-0007", "--json"],
+    ["impact", "bis-2026-0417", "--json"],
+    ["diff", "--from", "2026-11-26T00:00:00+00:00", "--to", AFTER_ORDER, "--json"],
 ]
 
 

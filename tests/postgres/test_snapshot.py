@@ -171,13 +171,33 @@ def test_an_unusable_snapshot_means_a_full_replay(
     assert expected in caplog.text
 
 
-def test_enforcing_engines_replay_rather_than_start_from_a_snapshot(
+def test_an_enforcing_engine_starts_from_a_snapshot_and_enforces_as_one_that_replayed(
     built: tuple[str, Path, list[int]], opened: list[Engine]
 ) -> None:
+    """The embedded kill switch (`serve`) starts from the snapshot too: its reach indexes read
+    from the facts, its timetable from the events still to come; the next orders' changes
+    are those of an engine that replayed the store."""
     store, snapshot, positions = built
-    engine = open_engine(store, snapshot=snapshot, enforce=True)
-    opened.append(engine)
-    assert engine.snapshot is None and engine.index.position == positions[-1]
+    started = open_engine(store, snapshot=snapshot, enforce=True)
+    replayed = open_engine(store, snapshot="off", enforce=True)
+    writer = open_engine(store, catch_up=False)
+    opened += [started, replayed, writer]
+    assert started.snapshot is not None and replayed.snapshot is None
+    assert started.index.position == replayed.index.position == positions[-1]
+    order = {**ORDER_COMMAND, "directive": "second-order", "effective_at": None,
+             "received_at": datetime.now(UTC).isoformat()}
+    published = []
+    for command in (order, {"type": "lift_directive", "directive": "second-order"}):
+        writer.app.apply(parse_command(command))
+        for engine in (started, replayed):
+            assert engine.revocations is not None
+            before = engine.revocations.last
+            engine.catch_up()
+            published.append([{k: v for k, v in record.record.items() if k != "emitted_at"}
+                              for _, record in engine.revocations.after(before)])
+    revoked, revoked_again, restored, restored_again = published
+    assert revoked and restored, "the order revokes and its lift restores"
+    assert (revoked, restored) == (revoked_again, restored_again)
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:

@@ -18,12 +18,12 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from consumers.enforcer import stored_events
 from domain.application import Interlock
 from domain.commands import CommandError, parse_command
 from domain.subjects import Stated
 from projections.access_index import AccessIndex
 from projections.enforcement import ChangeGroup, Enforcer
+from projections.event_pages import events_at
 from projections.reach import Reach
 from projections.snapshot import restore_index, write_snapshot
 from tests.projections.test_classes import (
@@ -161,7 +161,7 @@ def test_an_enforcer_started_from_a_snapshot_enforces_the_tail_as_a_replaying_on
         restored = restore_index(path, app.recorder)
     assert restored is not None and restored[1].position == cut
     started = Enforcer(restored[0], clock, emitting=False, owns=owns)
-    started.resume(lambda positions: stored_events(app, positions))
+    started.resume(lambda positions: events_at(app, positions))
 
     assert indexes(started.reach) == indexes(replaying.reach)
     assert timetable(started) == timetable(replaying)
