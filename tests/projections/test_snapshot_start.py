@@ -174,5 +174,5 @@ def test_an_enforcer_started_from_a_snapshot_enforces_the_tail_as_a_replaying_on
     assert timetable(started) == timetable(replaying)
     later = [moment for moment, _, _ in replaying._timetable]
     now[0] = max(later, default=NOW) + timedelta(seconds=1)  # every moment has come
-    assert changes(started._due()) == changes(replaying._due())
+    assert changes(started.tick_groups()) == changes(replaying.tick_groups())
     assert started.next_moment is None and replaying.next_moment is None
