@@ -78,10 +78,13 @@ class Profile:
     subjects with one profile are decided alike at every valid time, as known now (their
     personal entitlements differ only by id). Interned by `Profiles`."""
 
-    __slots__ = ("facts", "grants", "history", "next", "times", "withdrawals")
+    __slots__ = ("facts", "grants", "history", "members", "next", "times", "withdrawals")
 
     def __init__(self, facts: tuple[Fact, ...]) -> None:
         self.facts = facts
+        self.members: set[str] = set()
+        """The subjects whose profile this is now (kept by `SubjectRecord`): a class's members
+        found without visiting every subject."""
         history: dict[str, list[tuple[Stated, int]]] = {}
         withdrawals: dict[str, list[tuple[datetime, int]]] = {}
         times: list[datetime] = []
@@ -164,6 +167,10 @@ class Profiles:
             found = self._known[facts] = Profile(facts)
         return found
 
+    def held(self) -> list[Profile]:
+        """The profiles some subject has now."""
+        return [profile for profile in self._known.values() if profile.members]
+
     def adopt(self, profile: Profile) -> Profile:
         """The interned profile with `profile`'s facts (after a snapshot is loaded)."""
         return self._known.setdefault(profile.facts, profile)
@@ -182,6 +189,7 @@ class SubjectRecord:
     def __init__(self, subject: str, profile: Profile, position: int) -> None:
         self.subject = subject
         self.profile = profile
+        profile.members.add(subject)
         self.positions = _POSITION.pack(position)
         self.evidence: str | tuple[str, ...] | None = None
         self.grants: tuple[Any, ...] = ()
@@ -191,6 +199,9 @@ class SubjectRecord:
                             self.grants))
 
     def add(self, profile: Profile, position: int) -> None:
+        """The subject's profile with one more fact, stored at `position`."""
+        self.profile.members.discard(self.subject)
+        profile.members.add(self.subject)
         self.profile = profile
         self.positions += _POSITION.pack(position)
 
@@ -270,6 +281,7 @@ def _restored(
     record = SubjectRecord.__new__(SubjectRecord)
     record.subject, record.profile, record.positions = subject, profile, positions
     record.evidence, record.grants = evidence, grants
+    profile.members.add(subject)
     return record
 
 

@@ -43,6 +43,8 @@ class Engine:
         its first catch-up reads (history, enforced before) and enforces every later one."""
         position = self.follower.catch_up(progress=progress)
         if self.enforcer is not None:
+            if not self.enforcer.emitting and self.revocations is not None:
+                self.revocations.learn(self.index.facts.records)  # before the first order
             self.enforcer.emitting = True
         return position
 

@@ -13,7 +13,7 @@ import asyncio
 import json
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -47,6 +47,12 @@ class RevocationLog:
     def last(self) -> int:
         """The number of the latest record, 0 before any."""
         return self._last
+
+    def learn(self, subjects: Iterable[str]) -> None:
+        """Computes the partitions of `subjects` ahead (a population, before the first order:
+        see `consumers.packing.Partitioner`)."""
+        with gc_paused(freeze=True):  # kept for good: out of the collector's way
+            self._packer.partitioner.learn(subjects)
 
     def publish(self, groups: list[ChangeGroup]) -> None:
         with gc_paused():  # an order's records: many objects, no cycles

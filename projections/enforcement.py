@@ -18,7 +18,7 @@ from __future__ import annotations
 import heapq
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, NamedTuple
@@ -156,6 +156,10 @@ class Enforcer:
 
     While `emitting` is False (catching up on history already enforced) it only keeps its
     reach indexes and timetable."""
+
+    by_profile_above = 1.0
+    """Subjects are grouped by profile (see `_classes`) when they outnumber the interned
+    profiles this many times over; fewer are looked up one by one."""
 
     def __init__(
         self,
@@ -346,41 +350,65 @@ class Enforcer:
             in found.items()
         ]
 
-    def _classes(self, subjects: Iterable[str]) -> Iterable[list[str]]:
+    def _classes(self, subjects: Collection[str]) -> list[list[str]]:
         """The subjects this enforcer owns, in classes of alike subjects: one profile as far
         as the attestation kinds the rule reads (`Reach.read_kinds`). What the rule does not
         read changes no decision at any valid time, so neither the decision nor the times
-        from which it holds; a subject that a directive names is a class of its own."""
+        from which it holds; a subject that a directive names is a class of its own.
+
+        Many subjects (an order's reach) are grouped by profile: each profile's members among
+        them found by one set intersection, so the work grows with the profiles, not with
+        the subjects; a few (one subject's event) are looked up one by one."""
         owns = self.owns
-        records = self.index.facts.records
+        facts = self.index.facts
         kinds = self.reach.read_kinds
         if kinds is not self._restricted_to:
             self._restricted, self._restricted_to = {}, kinds
         restricted = self._restricted
-        profiles = self.index.facts.profiles
-        alone = [[subject] for subject in self.reach.named.intersection(subjects)
+        named = self.reach.named
+        alone = [[subject] for subject in named.intersection(subjects)
                  if owns is None or owns(subject)]
-        if alone:
-            subjects = set(subjects).difference(self.reach.named)
-        by_profile: defaultdict[Profile, list[str]] = defaultdict(list)
-        if owns is not None:
-            subjects = [subject for subject in subjects if owns(subject)]
-        for subject in subjects:
-            record = records.get(subject)
-            if record is None:
-                alone.append([subject])
-            else:
-                by_profile[record.profile].append(subject)
+        by_profile: list[tuple[Profile, Collection[str]]] = []
+        if len(subjects) > self.by_profile_above * len(facts.profiles):
+            among = subjects if isinstance(subjects, set | frozenset) else set(subjects)
+            found = 0
+            for profile in facts.profiles.held():
+                members = profile.members & among
+                if members:
+                    found += len(members)
+                    if named:
+                        members.difference_update(named)
+                    by_profile.append((profile, members))
+            if found < len(among):  # subjects without a record: each its own class
+                records = facts.records
+                alone += [[subject] for subject in among.difference(named)
+                          if subject not in records and (owns is None or owns(subject))]
+        else:
+            records = facts.records
+            grouped: defaultdict[Profile, list[str]] = defaultdict(list)
+            for subject in subjects:
+                if subject in named or (owns is not None and not owns(subject)):
+                    continue
+                record = records.get(subject)
+                if record is None:
+                    alone.append([subject])
+                else:
+                    grouped[record.profile].append(subject)
+            by_profile += grouped.items()
         classes: dict[Profile, list[str]] = {}
-        for profile, members in by_profile.items():
+        for profile, members in by_profile:
+            if owns is not None and isinstance(members, set):
+                members = [subject for subject in members if owns(subject)]
+            if not members:
+                continue
             key = restricted.get(profile)
             if key is None:
-                key = restricted[profile] = profiles.restricted(profile, kinds)
-            found = classes.get(key)
-            if found is None:
-                classes[key] = members
+                key = restricted[profile] = facts.profiles.restricted(profile, kinds)
+            joined = classes.get(key)
+            if joined is None:
+                classes[key] = list(members)
             else:
-                found += members
+                joined += members
         return [*classes.values(), *alone]
 
     def _received_at(self, event: Any) -> datetime | None:

@@ -8,7 +8,7 @@ settled subjects for whom it is surely false are left out; everyone else is a ca
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Set
 from itertools import repeat
 from typing import Any
 
@@ -146,7 +146,8 @@ class Reach:
 
     def reached(self, event: Any) -> list[tuple[Collection[str], tuple[str, ...]]]:
         """`pairs` as (subjects, models): the subjects reached, with the models each may have
-        had a decision changed for."""
+        had a decision changed for (sets that may be the indexes' own: read them, never
+        change them)."""
         facts = self.facts
         if isinstance(event, CommandReceipt.Received):
             return []
@@ -169,9 +170,8 @@ class Reach:
                 set().union(*(self._covered(terms.selectors) for terms in versions))
             )
             entitled = self._entitled(models)
-            candidates: set[str] = set()
-            for terms in versions:
-                candidates |= self.maybe(terms.predicate, entitled)
+            reached = [self.maybe(terms.predicate, entitled) for terms in versions]
+            candidates = reached[0] if len(reached) == 1 else set().union(*reached)
             return [(candidates, models)]
         return []
 
@@ -204,8 +204,13 @@ class Reach:
             return among - (self.settled[kind] - holding)
         return among - holding
 
-    def _holding(self, attribute: str, values: Iterable[str]) -> set[str]:
+    def _holding(self, attribute: str, values: Collection[str]) -> Set[str]:
+        """The settled subjects holding one of `values` (for one value, the index's own set,
+        not copied: read it, never change it)."""
         index = self.settled_values[attribute]
+        if len(values) == 1:
+            (value,) = values
+            return index.get(value, frozenset())
         return set().union(*(index.get(value, ()) for value in values))
 
     def _settle(self, subject: str, kind: str) -> None:

@@ -10,7 +10,9 @@ at past positions too.
 
 from __future__ import annotations
 
+import tempfile
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -19,9 +21,10 @@ from hypothesis import strategies as st
 from domain.application import Interlock
 from domain.commands import CommandError, parse_command
 from domain.decision import NO_CONTEXT, decide, judge
-from domain.facts import ATTRIBUTE_KIND
+from domain.facts import ATTRIBUTE_KIND, FactBase
 from projections.access_index import AccessIndex
 from projections.enforcement import AccessChange, Enforcer
+from projections.snapshot import load_snapshot, write_snapshot
 
 NOW = datetime(2026, 11, 26, 22, 30, tzinfo=UTC)
 MODELS = {"m1": "a", "m2": "a", "m3": "b"}
@@ -136,6 +139,22 @@ class PerSubject(Enforcer):
         return [[s] for s in subjects if self.owns is None or self.owns(s)]
 
 
+class ByProfile(Enforcer):
+    """The same kill switch, finding every class's members through the profiles' member sets
+    (as it does for an order reaching many subjects), however few subjects an event reaches."""
+
+    by_profile_above = 0.0
+
+
+def assert_members_in_step(facts: FactBase) -> None:
+    """Every subject is a member of its record's profile and of no other."""
+    held = facts.profiles.held()
+    assert sorted(s for profile in held for s in profile.members) == sorted(facts.records)
+    for subject, record in facts.records.items():
+        assert subject in record.profile.members, subject
+    assert all(profile.members for profile in held)
+
+
 def fields(changes: list[AccessChange]) -> list[tuple[Any, ...]]:
     return sorted((c.kind, c.subject, c.model, c.effect, c.route_to, c.disclosed, c.reasons,
                    c.at, c.position, c.first) for c in changes)
@@ -153,8 +172,10 @@ def test_class_level_changes_equal_per_subject_ones(stream: list[dict[str, Any]]
                              "grantee": {"org": "o1"}, "models": ["*"], "valid_from": PAST[0]}))
     classes = Enforcer(AccessIndex(), clock=lambda: NOW)
     each = PerSubject(AccessIndex(), clock=lambda: NOW)
+    members = ByProfile(AccessIndex(), clock=lambda: NOW)
     half = set(SUBJECTS[::2])
     shard = Enforcer(AccessIndex(), clock=lambda: NOW, owns=half.__contains__)
+    member_shard = ByProfile(AccessIndex(), clock=lambda: NOW, owns=half.__contains__)
     events: list[tuple[Any, int]] = []
     seen = 0
     for command in stream:
@@ -168,13 +189,18 @@ def test_class_level_changes_equal_per_subject_ones(stream: list[dict[str, Any]]
             grouped = classes.apply(event, notification.id)
             alone = each.apply(event, notification.id)
             assert fields(grouped) == fields(alone), command
+            assert fields(members.apply(event, notification.id)) == fields(alone), command
             owned = shard.apply(event, notification.id)
             assert fields(owned) == [f for f in fields(alone) if f[1] in half], command
+            owned = member_shard.apply(event, notification.id)
+            assert fields(owned) == [f for f in fields(alone) if f[1] in half], command
+            assert_members_in_step(members.index.facts)
             seen = notification.id
     groups_of = classes.index.facts
     assert len(groups_of.profiles) <= 1 + len(events), "profiles are interned"
 
     facts = classes.index.facts
+    assert_members_in_step(restored(classes.index, app))
     past = data.draw(st.integers(0, seen), label="as_of")
     prefix = AccessIndex()
     prefix.apply_all(e for e in events if e[1] <= past)
@@ -196,6 +222,69 @@ def test_class_level_changes_equal_per_subject_ones(stream: list[dict[str, Any]]
                     prefix.facts, subject, model, at), (subject, model, at, past)
                 assert judge(facts, subject, model, at, past, NO_CONTEXT) == judge(
                     prefix.facts, subject, model, at, past, NO_CONTEXT)
+
+
+def restored(index: AccessIndex, app: Interlock) -> FactBase:
+    """The index's fact base as a snapshot of it gives it back."""
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "index.snapshot"
+        write_snapshot(index, app.recorder, path)
+        return load_snapshot(path, app.recorder)[0]
+
+
+def test_profile_members_follow_revocation_reattestation_and_grants() -> None:
+    """A subject moves from profile to profile as its facts change (an attestation revoked,
+    attested again, a grant given and revoked) and is a member of its current one only; an
+    order then reaches it through its profile exactly as judging it alone does, also after
+    its validity has run out, and after a snapshot."""
+    app = Interlock(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+    nationality = {"type": "attest_nationality", "citizenships": ["DE"], "residencies": [],
+                   "valid_from": PAST[0], "source": "kyc"}
+    commands: list[dict[str, Any]] = [
+        {"type": "register_model", "model": "m1", "family": "a"},
+        *({**nationality, "subject": s} for s in SUBJECTS),
+        {"type": "revoke_attestation", "subject": "s1", "kind": "nationality",
+         "effective_at": PAST[1]},
+        {**nationality, "subject": "s1", "citizenships": ["US"], "valid_from": PAST[2],
+         "valid_until": TIMES[3]},
+        {"type": "grant_entitlement", "entitlement": "plan-s2", "grantee": {"subject": "s2"},
+         "models": ["*"], "valid_from": PAST[0]},
+        {"type": "grant_entitlement", "entitlement": "plan-s3", "grantee": {"subject": "s3"},
+         "models": ["*"], "valid_from": PAST[0]},
+        {"type": "revoke_entitlement", "entitlement": "plan-s3", "effective_at": PAST[2]},
+        {"type": "grant_entitlement", "entitlement": "org", "grantee": {"org": "o1"},
+         "models": ["*"], "valid_from": PAST[0]},
+        *({"type": "attest_employer", "subject": s, "org": "o1", "valid_from": PAST[0],
+           "source": "hr"} for s in SUBJECTS),
+        {"type": "issue_directive", "directive": "d1", "models": ["*"],
+         "subjects": {"citizenship": {"none_of": ["US"]}}, "received_at": TIMES[2],
+         "effect": "deny", "route_to": None, "on_unknown": "apply",
+         "exempt": {"subjects": [], "orgs": []}},
+    ]
+    later = [NOW, NOW + timedelta(hours=2)]  # s1's US attestation expires in between
+    members = ByProfile(AccessIndex(), clock=lambda: later[0])
+    each = PerSubject(AccessIndex(), clock=lambda: later[0])
+    profiles_of_s1 = set()
+    for command in commands:
+        app.apply(parse_command(command))
+    for notification in app.recorder.select_notifications(1, 1000):
+        event = app.mapper.to_domain_event(notification)
+        changes = members.apply(event, notification.id)
+        assert fields(changes) == fields(each.apply(event, notification.id))
+        assert_members_in_step(members.index.facts)
+        if "s1" in members.index.facts.records:
+            profiles_of_s1.add(members.index.facts.records["s1"].profile)
+    facts = members.index.facts
+    assert len(profiles_of_s1) >= 4, "s1 changed profile with each of its facts"
+    assert all("s1" not in p.members for p in profiles_of_s1 - {facts.records["s1"].profile})
+    assert facts.records["s4"].profile.members >= {"s0", "s4", "s5"}
+    revoked = {change.subject for change in changes}
+    assert "s4" in revoked and "s1" not in revoked, "the order denies DE citizens, not s1"
+    later.pop(0)
+    came = members.tick()
+    assert fields(came) == fields(each.tick())
+    assert {change.subject for change in came} == {"s1"}, "s1's US attestation expired"
+    assert_members_in_step(restored(members.index, app))
 
 
 def test_recorded_times_and_positions_survive_gaps_and_clocks_going_back() -> None:
