@@ -179,11 +179,15 @@ def _seconds(values: list[float]) -> str:
     return ", ".join(f"{value:,.1f} s" for value in values)
 
 
-def embedded_flip(url: str, runs: int, report: Report) -> None:
-    """The decision flip at the embedded server (`interlock serve`: it replays the store with
-    its kill switch first)."""
+def embedded_flip(url: str, snapshot: Path, runs: int, report: Report) -> None:
+    """The decision flip at the embedded server (`interlock serve`), started from `snapshot`:
+    its index and its kill switch (reach read from the facts, the timetable from the events
+    still to come), then the events after the snapshot."""
     subject = covered_subject()
-    with serving(["serve", "--store", url]) as port:
+    started = time.perf_counter()
+    with serving(["serve", "--store", url], env={"INTERLOCK_SNAPSHOT": str(snapshot)}) as port:
+        report.add(Row("embedded server (kill switch in-process) ready, from the snapshot",
+                       f"{time.perf_counter() - started:,.1f} s"))
         latencies = decision_flip(url, port, subject, runs)
     report.add(Row(f"decision flip, embedded server (HTTP, {subject}), p50 / p99",
                    _p50_p99(latencies), "", "", "p50 <= 200 ms",
@@ -378,8 +382,8 @@ def main(argv: list[str] | None = None) -> int:
                              "a temporary directory); a copy already there is used as it is, and "
                              "with --skip-rebuild its snapshot too")
     parser.add_argument("--skip-embedded", action="store_true",
-                        help="no embedded kill switch or embedded server flip (each replays "
-                             "the store with its kill switch first)")
+                        help="no embedded kill switch (it replays the store with its kill "
+                             "switch first) or embedded server flip")
     parser.add_argument("--cedar-subjects", type=int, default=10_000)
     options = parser.parse_args(argv)
     cache = options.cache or REPO / ".interlock" / f"scale-{options.subjects}"
@@ -409,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
             if options.enforcer_start in ("replay", "both"):
                 killswitch_kafka(store, options.runs, options.shards, report, None)
         if not options.skip_embedded:
-            embedded_flip(store, options.runs, report)
+            embedded_flip(store, snapshot, options.runs, report)
     report.add(Row("peak RSS of this process", f"{decide.peak_rss_bytes() / 1e6:,.0f} MB"))
     print(f"\nInterlock at {built.subjects:,} subjects ({built.events:,} events)")
     report.print()
