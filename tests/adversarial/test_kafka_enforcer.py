@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from kafka import KafkaProducer
-from kafka.partitioner import murmur2 as kafka_murmur2
+from kafka.partitioner import DefaultPartitioner
 
 from consumers.kafka import header
 from consumers.packing import (
@@ -25,7 +25,6 @@ from consumers.packing import (
     Packer,
     Partitioner,
     changes_of,
-    murmur2,
 )
 from domain.commands import parse_command
 from domain.decision import Reason
@@ -84,9 +83,29 @@ def test_a_huge_group_splits_within_the_bound_keeping_every_subject_once_in_its_
         assert sorted(found) == sorted(s for s in subjects if partition_of(s) == partition)
 
 
-@given(st.binary(max_size=300) | st.text(max_size=80).map(str.encode))
-def test_the_partitioners_murmur2_is_kafka_pythons(data: bytes) -> None:
-    assert murmur2(data) == kafka_murmur2(data)
+class ThreePartitions:
+    """What DefaultPartitioner asks of a cluster's metadata: one topic of the enforcement
+    topic's partitions."""
+
+    def topics(self) -> set[str]:
+        return {"enforcement"}
+
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        return set(range(ENFORCEMENT_PARTITIONS))
+
+    available_partitions_for_topic = partitions_for_topic
+
+
+@given(st.lists(st.text(min_size=1, max_size=80), min_size=1, max_size=50))
+def test_the_partitioner_puts_a_subject_where_keying_by_it_would(subjects: list[str]) -> None:
+    """kafka-python's DefaultPartitioner, given the subject's UTF-8 bytes as the key, picks the
+    partition the Partitioner gives, one by one and through `split` alike."""
+    keyed = {s: DefaultPartitioner().partition("enforcement", s, s.encode(), None, None,
+                                                 ThreePartitions()) for s in subjects}
+    partition_of = Partitioner(ENFORCEMENT_PARTITIONS)
+    assert {s: partition_of(s) for s in subjects} == keyed
+    split = Partitioner(ENFORCEMENT_PARTITIONS).split(set(subjects))
+    assert {s: p for p, listed in split for s in listed} == keyed
 
 
 @pytest.mark.parametrize("subject", [
