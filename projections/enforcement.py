@@ -18,7 +18,7 @@ from __future__ import annotations
 import heapq
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, NamedTuple
@@ -124,8 +124,14 @@ class ChangeGroup:
 
     @property
     def shape(self) -> tuple[Reason, ...]:
-        """The reasons as every listed subject has them: with `cites`, the cited ref blank."""
-        return citing(self.reasons, None) if self.cites else self.reasons
+        """The reasons as every listed subject has them (`shape`)."""
+        return shape(self.reasons, self.cites)
+
+
+def shape(reasons: tuple[Reason, ...], cites: Sequence[str]) -> tuple[Reason, ...]:
+    """What subjects that each cite an entitlement of their own (`cites`) share of `reasons`:
+    the cited ref blank; without `cites`, the reasons themselves."""
+    return citing(reasons, None) if cites else reasons
 
 
 def citing(reasons: tuple[Reason, ...], entitlement: str | None) -> tuple[Reason, ...]:
@@ -334,8 +340,7 @@ class Enforcer:
                     kind = "access_restored" if new.effect == "allow" else "access_revoked"
                     for verdict, named, cites in _per_member(facts, judged, members, new):
                         key = (kind, model, verdict.effect, verdict.route_to, verdict.disclosed,
-                               citing(verdict.reasons, None) if cites else verdict.reasons,
-                               since, first)
+                               shape(verdict.reasons, cites), since, first)
                         group = found.get(key)
                         if group is None:
                             found[key] = (verdict.reasons, list(named), list(cites))

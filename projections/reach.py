@@ -91,10 +91,8 @@ class Reach:
             index = reach.granted if entitlement.grantee_kind == "subject" else reach.granted_orgs
             for selector in entitlement.selectors:
                 index.setdefault(selector, set()).add(entitlement.grantee)
-        by_profile: dict[Profile, list[str]] = {}
-        for subject, record in facts.records.items():
-            by_profile.setdefault(record.profile, []).append(subject)
-        for profile, members in by_profile.items():
+        for profile in facts.profiles.held():
+            members = profile.members
             for fact in profile.facts:
                 if type(fact) is Stated and fact.kind == EMPLOYER:
                     for org in fact.values["employer"]:

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.concurrency import run_in_threadpool
@@ -34,6 +34,9 @@ from interlock.signing import OfficerKeys
 from projections.access_index import AccessIndex
 from projections.reach import Reach
 from projections.snapshot import restore_index
+
+if TYPE_CHECKING:
+    from projections.enforcement import Enforcer
 
 STALE = (Reason("stale_index"),)
 POLL_SECONDS = 0.01
@@ -148,15 +151,20 @@ class Service:
         return None if found is None else found.family
 
     @property
+    def _enforcer(self) -> Enforcer | None:
+        """The embedded kill switch; a replica has none."""
+        return None if self._events is not None else self.engine.enforcer
+
+    @property
     def candidate_indexes(self) -> Reach | None:
-        """The embedded enforcer's candidate indexes, for impact and diff; a replica has none."""
-        enforcer = None if self._events is not None else self.engine.enforcer
+        """The embedded enforcer's candidate indexes, for impact and diff."""
+        enforcer = self._enforcer
         return None if enforcer is None else enforcer.reach
 
     @property
     def enforced_position(self) -> int | None:
-        """Where the embedded kill switch has got to; a replica has none."""
-        enforcer = None if self._events is not None else self.engine.enforcer
+        """Where the embedded kill switch has got to."""
+        enforcer = self._enforcer
         return None if enforcer is None else enforcer.enforced_position
 
     def catch_up(self, position: int | None = None) -> None:
