@@ -155,7 +155,7 @@ class EnforcerProcess:
         (the first record after its position is at or before `enforced_offset`), else an
         empty one, the topic read from its beginning (logged)."""
         restored = None if snapshot is None or store is None else restore_index(
-            snapshot, store.recorder)
+            snapshot, store.recorder, replaying=self.topics.events)
         if restored is not None:
             index, info = restored
             start = seek_after(self.consumer, self.partition, info.position)

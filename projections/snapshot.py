@@ -207,17 +207,18 @@ def load_snapshot(path: Path, recorder: ApplicationRecorder) -> tuple[FactBase, 
 
 
 def restore_index(
-    path: Path, recorder: ApplicationRecorder
+    path: Path, recorder: ApplicationRecorder, replaying: str = "the store"
 ) -> tuple[AccessIndex, SnapshotInfo] | None:
     """An index started from the snapshot at `path`, or None (logged) when there is none
-    usable: the caller then replays the store from the start."""
+    usable: the caller then replays `replaying` (the store, or the events topic) from the
+    start."""
     try:
         facts, info = load_snapshot(path, recorder)
     except FileNotFoundError:
-        log.warning("no index snapshot at %s yet; replaying the store", path)
+        log.warning("no index snapshot at %s yet; replaying %s", path, replaying)
         return None
     except (SnapshotError, OSError, pickle.UnpicklingError) as error:
-        log.warning("ignoring index snapshot: %s; replaying the store", error)
+        log.warning("ignoring index snapshot: %s; replaying %s", error, replaying)
         return None
     index = AccessIndex()
     index.facts = facts

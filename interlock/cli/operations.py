@@ -251,6 +251,8 @@ def _snapshot_store(store: str | None) -> Any:
         return open_engine(store, catch_up=False, create=False)
     except StoreMissing as error:
         raise fail(f"--snapshot: {error}; name the store it was taken of (--store)") from None
+    except StoreURLError as error:
+        raise fail(f"--store: {error}") from None
 
 
 @app.command()

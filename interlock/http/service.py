@@ -122,7 +122,8 @@ class Service:
             )
             topics = Topics.prefixed(settings.topic_prefix)
             snapshot = snapshot_path()
-            restored = snapshot and restore_index(snapshot, self.engine.app.recorder)
+            restored = snapshot and restore_index(snapshot, self.engine.app.recorder,
+                                                  replaying=topics.events)
             self.index = restored[0] if restored else AccessIndex()
             self._events = EventsFollower(self.index, settings.kafka or "", topics)
             self._events.catch_up()

@@ -223,6 +223,23 @@ def test_more_shards_than_partitions_is_refused_naming_the_topic(
         "so at most 3 shards"]
 
 
+@pytest.mark.kafka
+@pytest.mark.parametrize(("store", "why"), [
+    ("bogus://x", "--store: 'bogus://x': unknown store"),
+    ("sqlite:////nonexistent/store.db", "--snapshot: store sqlite:////nonexistent/store.db "
+                                         "does not exist"),
+])
+def test_a_snapshot_start_on_a_store_that_cannot_be_read_is_refused_in_one_line(
+    deployment: Deployment, tmp_path: Path, store: str, why: str,
+) -> None:
+    done = subprocess.run([*deployment.argv("enforce"), "--snapshot",
+                           str(tmp_path / "index.snapshot"), "--store", store],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert len(done.stderr.splitlines()) == 1
+    assert done.stderr.startswith(why)
+
+
 def test_changes_alike_but_for_their_valid_time_share_records() -> None:
     """A lift gives access back to each subject from its own valid time: thousands of groups
     of one subject each, which must not become thousands of records."""

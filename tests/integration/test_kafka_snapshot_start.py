@@ -101,6 +101,7 @@ def test_a_shard_started_from_a_snapshot_enforces_what_a_replaying_shard_does(
 
     log = enforcer(replay, "replaying", "other.snapshot")
     assert "another store" in log and "started from the snapshot" not in log, log
+    assert f"replaying {replay.events}" in log, "the fallback names what is replayed"
     log = enforcer(snap, "snap", "store.snapshot")
     assert f"started from the snapshot at position {cut}" in log, log
 
